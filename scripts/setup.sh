@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Creates .venv and installs tunehouse with its dev tools. CPU machines get the pinned CPU torch wheel;
+# where nvidia-smi answers, pip resolves torch from the package's plain range (a CUDA build).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+constraint=(-c constraints/cpu.txt)
+if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then constraint=(); fi
+.venv/bin/python -m pip install -q --disable-pip-version-check "${constraint[@]}" -e ".[dev]"

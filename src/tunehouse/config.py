@@ -1,0 +1,62 @@
+"""One Settings object, read from TUNEHOUSE_* environment variables; built in entry points and passed down."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TUNEHOUSE_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".tunehouse")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Client side (CLI): the server to talk to.
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: str | None = None
+    # Server side: comma-separated keys, or a JSON list; each key belongs to project "default" unless given
+    # as "project:key". Empty means single-user mode (loopback only, any key accepted).
+    api_keys: str = ""
+    max_upload_bytes: int = 512 * 1024 * 1024
+    # Org segment of fine-tuned model ids: ft:{base}:{org}:{suffix}:{8 chars}.
+    org: str = "tunehouse"
+    # Accept other names for local bases, e.g. {"gpt-4o-mini-2024-07-18": "gemma-3-270m"}. JSON in the env.
+    model_aliases: dict[str, str] = Field(default_factory=dict)
+    default_base_model: str = "gemma-3-270m"
+    device: str = "auto"  # auto | cpu | cuda
+    keep_checkpoints: int = 3
+    worker_poll_seconds: float = 1.0
+    heartbeat_seconds: float = 5.0
+    # A running job whose worker has not beaten its heart for this long is re-queued.
+    stale_after_seconds: float = 60.0
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _expand(cls, v: object) -> object:
+        return Path(v).expanduser() if isinstance(v, str | Path) else v
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _aliases(cls, v: object) -> object:
+        return json.loads(v) if isinstance(v, str) else v
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "tunehouse.db"
+
+    @property
+    def blobs_dir(self) -> Path:
+        return self.data_dir / "files"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def models_dir(self) -> Path:
+        """Base-model caches (e.g. the Gemma GGUF converted to safetensors)."""
+        return self.data_dir / "models"

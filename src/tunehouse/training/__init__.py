@@ -1,0 +1,1 @@
+"""LoRA SFT engine: resolved TrainingConfig, a training loop with callbacks, checkpoints."""

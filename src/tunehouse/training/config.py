@@ -1,0 +1,64 @@
+"""TrainingConfig: what a job asks for (hyperparameters may be "auto") and the callbacks the loop reports to.
+
+This is the contract between the worker (which owns the store) and the engine (which owns torch): the
+worker builds a TrainingConfig from a job row, passes callbacks that write events/checkpoints to the store,
+and the engine never imports the store or the API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+Auto = Literal["auto"]
+Control = Literal["continue", "cancel", "pause"]
+
+
+@dataclass
+class TrainingConfig:
+    base_model: str  # catalog name (aliases already resolved)
+    training_file: Path
+    output_dir: Path  # the job's own directory; the engine writes adapters, checkpoints and resume state here
+    validation_file: Path | None = None
+    n_epochs: int | Auto = "auto"
+    batch_size: int | Auto = "auto"
+    learning_rate_multiplier: float | Auto = "auto"
+    seed: int = 0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    max_length: int = 1024
+    keep_checkpoints: int = 3
+    eval_every: int | None = None  # validation every N steps; None = auto
+    init_adapter: Path | None = None  # continue training from an existing fine-tuned model's adapter
+    device: str = "auto"
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    adapter_dir: Path  # PEFT format: adapter_config.json + adapter_model.safetensors
+    metrics: dict  # step, train_loss, train_mean_token_accuracy, valid_loss, valid_mean_token_accuracy, ...
+
+
+@dataclass
+class TrainingResult:
+    status: Literal["succeeded", "cancelled", "paused"]
+    adapter_dir: Path | None  # final adapter (succeeded) or None
+    trained_tokens: int
+    hyperparameters: dict  # resolved: n_epochs, batch_size, learning_rate_multiplier (never "auto")
+    metrics: list[dict] = field(default_factory=list)  # one row per step, for the results CSV
+
+
+class TrainingCallbacks(Protocol):
+    def on_event(self, level: Literal["info", "warn", "error"], message: str, data: dict) -> None: ...
+
+    def on_metrics(self, metrics: dict) -> None:
+        """Per step: step, total_steps, train_loss, train_mean_token_accuracy, and valid_* when measured."""
+
+    def on_checkpoint(self, checkpoint: Checkpoint) -> None: ...
+
+    def control(self) -> Control:
+        """Polled once per optimizer step: the worker answers what the user asked for."""
