@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,7 +79,7 @@ def resolve_base_model(settings: Settings, name: str) -> BaseModelEntry:
 def add_base_model(settings: Settings, name: str, path: str | Path, family: str | None = None) -> BaseModelEntry:
     import time
 
-    if not name or ":" in name or "/" in name and Path(name).exists():
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name or ""):
         raise ValueError(f"Invalid model name '{name}': use letters, digits, '-', '_', '.'")
     if name == EMBEDDED_GEMMA:
         raise ValueError(f"'{name}' is the embedded default and cannot be replaced")
