@@ -33,6 +33,11 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = 5.0
     # A running job whose worker has not beaten its heart for this long is re-queued.
     stale_after_seconds: float = 60.0
+    # Inference: auto (llama.cpp when installed and the base has a GGUF, else transformers) | llamacpp | hf.
+    engine: str = "auto"
+    max_loaded_adapters: int = 8  # LRU bound on LoRA adapters kept loaded on each base
+    max_queued_requests: int = 16  # generation requests running or waiting; more get 429
+    inference_context: int = 4096  # tokens (prompt + completion) per request
 
     @field_validator("data_dir", mode="before")
     @classmethod

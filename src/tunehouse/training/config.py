@@ -34,6 +34,10 @@ class TrainingConfig:
     eval_every: int | None = None  # validation every N steps; None = auto
     init_adapter: Path | None = None  # continue training from an existing fine-tuned model's adapter
     device: str = "auto"
+    # Settings.data_dir, where the base-model catalog and the converted Gemma cache live; None = Settings() (env).
+    data_dir: Path | None = None
+    # Resumable state is saved at least this often (and at each epoch end, and on pause) for SIGKILL recovery.
+    save_every_seconds: float = 120.0
 
 
 @dataclass

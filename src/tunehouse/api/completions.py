@@ -1,0 +1,194 @@
+"""POST /v1/completions: legacy text completions, with `echo` + `logprobs` for likelihood scoring.
+
+The prompt is raw text (or token ids, as lm-evaluation-harness's `local-completions` sends with
+tokenized_requests), continued as is: no chat template. With `echo`, the returned text starts with the prompt
+and the logprobs cover its tokens too (the first, which has no context, gets null as on OpenAI), so
+`max_tokens=0, echo=True, logprobs=1` scores a text in one forward pass. `text_offset` indexes the returned text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from tunehouse.api.chat import admit, bad, check_model, inference_service, load_engine, read_body
+from tunehouse.api.deps import ProjectDep, SessionDep, SettingsDep
+from tunehouse.api.errors import APIError
+from tunehouse.inference import params as P
+from tunehouse.inference.generate import encode_prompt, generate, stop_token_ids
+from tunehouse.inference.sampling import Sampler, top_entries
+from tunehouse.store.models import resolve_model
+
+router = APIRouter(tags=["completions"])
+COMPLETION_KEYS = {
+    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "logprobs", "echo",
+    "stop", "presence_penalty", "frequency_penalty", "seed", "logit_bias",
+}
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
+
+
+def prompts_of(body: dict) -> list[str | list[int]]:
+    """OpenAI's four prompt shapes -> a list of prompts, each text or token ids."""
+    p = body.get("prompt")
+
+    def ids(x) -> bool:
+        return isinstance(x, list) and bool(x) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
+
+    if isinstance(p, str):
+        return [p]
+    if ids(p):
+        return [p]
+    if isinstance(p, list) and p and all(isinstance(x, str) for x in p):
+        return list(p)
+    if isinstance(p, list) and p and all(ids(x) for x in p):
+        return list(p)
+    if p is None:
+        raise APIError(400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter")
+    raise APIError(400, "Invalid 'prompt': expected a string, an array of strings, an array of token ids or an "
+                   "array of token-id arrays.", param="prompt")
+
+
+def tokenize(engine, prompt: str | list[int]) -> tuple[list[int], list[int], str, int]:
+    """(ids for the model, char offset of each echoed token, echo text, how many leading ids are not echoed)."""
+    tok = engine.tokenizer
+    if isinstance(prompt, list):
+        if max(prompt) >= engine.vocab_size or min(prompt) < 0:
+            raise APIError(400, "Invalid 'prompt': token id out of this model's vocabulary.", param="prompt")
+        offsets, text = [], ""
+        for i in range(len(prompt)):  # offsets from incremental decoding so they index the echoed text
+            offsets.append(len(text))
+            text = tok.decode(prompt[: i + 1])
+        return list(prompt), offsets, text, 0
+    ids = encode_prompt(tok, prompt, add_bos=True)
+    enc = tok(prompt, add_special_tokens=False, return_offsets_mapping=True)
+    skip = len(ids) - len(enc["input_ids"])  # a BOS we added for the model is context, not echoed text
+    return ids, [a for a, _ in enc["offset_mapping"]], prompt, skip
+
+
+@router.post("/completions")
+async def create_completion(request: Request, db: SessionDep, settings: SettingsDep, project: ProjectDep):
+    body = await read_body(request)
+    model = check_model(body)
+    try:
+        P.check_keys(body, COMPLETION_KEYS)
+        n = P.choices_count(body)
+        stream, include_usage = P.stream_flags(body)
+    except P.BadParam as e:
+        raise bad(e) from None
+    echo = body.get("echo")
+    if echo not in (None, True, False):
+        raise APIError(400, "Invalid type for 'echo': expected a boolean.", param="echo", code="invalid_type")
+    prompts = prompts_of(body)
+    base, adapter_dir = resolve_model(db, settings, project, model)
+    svc = inference_service(request)
+    engine = await load_engine(svc, model, base, adapter_dir)
+    try:
+        params, requested = P.sampling_params(body, chat=False, vocab_size=engine.vocab_size)
+        requested = DEFAULT_MAX_TOKENS if "max_tokens" not in body or body["max_tokens"] is None else requested
+        encoded = [tokenize(engine, p) for p in prompts]
+        budgets = [P.fit_max_tokens(requested, len(e[0]), settings.inference_context) for e in encoded]
+    except P.BadParam as e:
+        raise bad(e) from None
+    ticket = admit(svc)
+    run = Run(svc, engine, adapter_dir, params, n, bool(echo), encoded, budgets)
+    meta = {"id": "cmpl-" + uuid.uuid4().hex[:29], "created": int(time.time()), "model": model,
+            "system_fingerprint": f"tunehouse-{engine.name}", "object": "text_completion"}
+    if not stream:
+        try:
+            choices = await run_in_threadpool(lambda: list(run.choices()))
+        finally:
+            ticket.release()
+        return {**meta, "choices": choices, "usage": run.usage()}
+    return StreamingResponse(run.sse(meta, include_usage, ticket), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+class Run:
+    def __init__(self, svc, engine, adapter_dir, params, n, echo, encoded, budgets):
+        import numpy as np
+
+        self.svc, self.engine, self.adapter_dir, self.params = svc, engine, adapter_dir, params
+        self.n, self.echo, self.encoded, self.budgets = n, echo, encoded, budgets
+        self.rng = np.random.default_rng(params.seed)
+        self.stops = stop_token_ids(engine.tokenizer)
+        self.completion_tokens = 0
+
+    def usage(self) -> dict:
+        prompt = sum(len(e[0]) for e in self.encoded)
+        return {"prompt_tokens": prompt, "completion_tokens": self.completion_tokens,
+                "total_tokens": prompt + self.completion_tokens}
+
+    def _prompt_logprobs(self, ids: list[int], skip: int) -> tuple[list[str], list, list]:
+        """Echoed prompt tokens, their logprobs (None for a first token without context) and top entries."""
+        tok, k = self.engine.tokenizer, self.params.top_logprobs
+        lps, tops = [None] * len(ids), [None] * len(ids)
+        for pos, row in self.engine.score_rows(ids, self.adapter_dir):
+            lps[pos] = float(row[ids[pos]])
+            tops[pos] = {tok.decode([t]): lp for t, lp in top_entries(row, k)} if k else {}
+        return [tok.decode([t]) for t in ids[skip:]], lps[skip:], tops[skip:]
+
+    def _one(self, p_index: int, c_index: int) -> Iterator[tuple[str, dict | None, str | None]]:
+        """(text, logprobs fragment or None, finish_reason) pieces of one choice, echoed prompt first."""
+        ids, offsets, prompt_text, skip = self.encoded[p_index]
+        params = self.params
+        params_i = type(params)(**{**params.__dict__, "max_tokens": self.budgets[p_index]})
+        base = 0
+        if self.echo:
+            frag = None
+            if params.logprobs:
+                toks, lps, tops = self._prompt_logprobs(ids, skip)
+                frag = {"tokens": toks, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
+            yield prompt_text, frag, None
+            base = len(prompt_text)
+        done = 0
+        for piece in generate(self.engine, ids, self.adapter_dir, params_i, self.stops, Sampler(params_i, self.rng)):
+            self.completion_tokens += len(piece.tokens)
+            frag = None
+            if params.logprobs:
+                tok = self.engine.tokenizer
+                frag = {"tokens": piece.token_texts, "token_logprobs": [c.logprob for c in piece.tokens],
+                        "top_logprobs": [{tok.decode([t]): lp for t, lp in c.top} for c in piece.tokens],
+                        "text_offset": []}
+                for t in piece.token_texts:
+                    frag["text_offset"].append(base + done)
+                    done += len(t)
+            yield piece.text, frag, piece.finish_reason
+
+    def choices(self) -> Iterator[dict]:
+        with self.svc.lock:
+            for p_index in range(len(self.encoded)):
+                for c in range(self.n):
+                    text, lp, reason = "", None, None
+                    for piece_text, frag, finish in self._one(p_index, c):
+                        text += piece_text
+                        reason = finish or reason
+                        if frag is not None:
+                            lp = frag if lp is None else {k: lp[k] + frag[k] for k in lp}
+                    yield {"text": text, "index": p_index * self.n + c, "logprobs": lp, "finish_reason": reason}
+
+    def sse(self, meta: dict, include_usage: bool, ticket) -> Iterator[str]:
+        def chunk(choices: list[dict], usage=None) -> str:
+            obj = {**meta, "choices": choices}
+            if include_usage:
+                obj["usage"] = usage
+            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+        try:
+            with self.svc.lock:
+                for p_index in range(len(self.encoded)):
+                    for c in range(self.n):
+                        for text, frag, finish in self._one(p_index, c):
+                            if text or frag or finish:
+                                yield chunk([{"text": text, "index": p_index * self.n + c, "logprobs": frag,
+                                              "finish_reason": finish}])
+            if include_usage:
+                yield chunk([], self.usage())
+            yield "data: [DONE]\n\n"
+        finally:
+            ticket.release()

@@ -1,0 +1,95 @@
+"""The one place that turns exceptions into OpenAI's error body {"error": {"message", "type", "param", "code"}}.
+
+Routes raise `APIError` (or the store's errors); request validation errors name the offending field in
+`param` (dotted path, e.g. "hyperparameters.n_epochs") and in the message.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tunehouse.store.errors import StoreError
+
+log = logging.getLogger("tunehouse.api")
+
+_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
+          404: "invalid_request_error", 405: "invalid_request_error", 409: "invalid_request_error",
+          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error"}
+
+
+class APIError(Exception):
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 type: str | None = None, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.type = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+        self.headers = headers
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def error_response(status: int, message: str, type: str | None = None, param: str | None = None,
+                   code: str | None = None, headers: dict | None = None) -> JSONResponse:
+    type = type or _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return JSONResponse(error_body(message, type, param, code), status_code=status, headers=headers)
+
+
+def _field(loc: tuple) -> str | None:
+    # Drop FastAPI's location prefix and pydantic's union-branch tags ("int", "literal['auto']", ...).
+    parts = [str(p) for p in loc[1:] if not (isinstance(p, str) and ("[" in p or p in ("int", "float", "str")))]
+    return ".".join(parts) or None
+
+
+def _validation_message(err: dict, field: str | None) -> tuple[str, str]:
+    kind = err.get("type", "")
+    name = f"'{field}'" if field else "the request body"
+    if kind == "missing":
+        return f"Missing required parameter: {name}.", "missing_required_parameter"
+    if kind == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {field}", "unknown_parameter"
+    if kind == "json_invalid":
+        return "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your"\
+            " HTTP library correctly.)", "invalid_json"
+    return f"Invalid value for {name}: {err.get('msg', 'invalid')}.", "invalid_value"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return error_response(exc.status, exc.message, exc.type, exc.param, exc.code, exc.headers)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError):
+        return error_response(exc.status, exc.message, exc.type, exc.param, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        field = _field(tuple(first.get("loc", ())))
+        message, code = _validation_message(first, field)
+        if code == "invalid_value":
+            # A union ("auto" | int 1..50) gives one error per branch: say all the ways the value could be right.
+            same = [e["msg"] for e in errors if _field(tuple(e.get("loc", ()))) == field]
+            message = f"Invalid value for '{field}': {' or '.join(dict.fromkeys(same))} (got {first.get('input')!r})."
+        return error_response(400, message, "invalid_request_error", field, code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"Invalid URL ({request.method} {request.url.path})"
+        return error_response(exc.status_code, message, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, f"The server had an error while processing your request: {type(exc).__name__}",
+                              "server_error")

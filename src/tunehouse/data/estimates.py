@@ -1,0 +1,98 @@
+"""Estimates before training: auto epochs, tokens, wall-clock time on this machine, OpenAI's price, size guidance.
+
+`auto_n_epochs` is OpenAI's rule from the cookbook ("Data preparation and analysis for chat model
+fine-tuning") and is what the training engine resolves `n_epochs="auto"` to. Throughput and prices come
+from two data files in tunehouse/resources (one place each, dated and sourced), never from code.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib.resources import files
+
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_DEFAULT_EPOCHS = 1
+MAX_DEFAULT_EPOCHS = 25
+
+# Data-size guidance (examples needed per goal): (goal, what it means, minimum, recommended, recommended text).
+SIZE_GUIDANCE = (
+    ("format", "output format or structure", 50, 100, "100-200"),
+    ("style", "tone, style or persona", 100, 300, "300-500"),
+    ("domain", "domain knowledge or a new task", 500, 1000, "1000+"),
+    ("complex", "complex reasoning or behaviour", 1000, 5000, "5000+"),
+)
+
+
+def auto_n_epochs(n_examples: int) -> int:
+    """OpenAI's default epochs: 3, raised for small files (to ~100 examples seen) and lowered for large ones."""
+    if n_examples < 1:
+        raise ValueError("auto_n_epochs needs at least one example")
+    n_epochs = TARGET_EPOCHS
+    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        n_epochs = min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
+    elif n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        n_epochs = max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
+    return n_epochs
+
+
+def _resource(name: str) -> dict:
+    return json.loads(files("tunehouse").joinpath("resources", name).read_text(encoding="utf-8"))
+
+
+@cache
+def load_prices() -> dict:
+    """openai_prices.json: {"source", "checked", "per_million_training_tokens": {model: usd}, ...}."""
+    return _resource("openai_prices.json")
+
+
+@cache
+def load_throughput_table() -> dict:
+    return _resource("throughput.json")
+
+
+def throughput_for(model: str | None = None, device: str = "cpu") -> dict:
+    """The throughput entry for (model, device); the first entry when there is none for that pair."""
+    entries = load_throughput_table()["entries"]
+    for e in entries:
+        if e["model"] == model and e["device"] == device:
+            return e
+    return entries[0]
+
+
+def size_guidance(n_examples: int) -> list[dict]:
+    """For each goal: minimum, recommended, and where this dataset stands (below_minimum|minimum|recommended)."""
+    out = []
+    for goal, meaning, minimum, recommended, text in SIZE_GUIDANCE:
+        status = "recommended" if n_examples >= recommended else "minimum" if n_examples >= minimum else (
+            "below_minimum")
+        out.append({"goal": goal, "meaning": meaning, "minimum": minimum, "recommended": text, "status": status})
+    return out
+
+
+def estimate_training(n_examples: int, tokens_per_epoch: int, supervised_tokens_per_epoch: int,
+                      model: str | None = None, device: str = "cpu", n_epochs: int | None = None) -> dict:
+    """Epochs, total tokens, wall-clock seconds at the recorded throughput, and OpenAI's price for the same job.
+
+    `tokens_per_epoch` counts every token of every example (capped at the training length): that is what a
+    training step processes and what OpenAI bills (its job's `trained_tokens` = file tokens x epochs).
+    """
+    if n_epochs is None:
+        n_epochs = auto_n_epochs(n_examples) if n_examples else 0
+    total = n_epochs * tokens_per_epoch
+    tp = throughput_for(model, device)
+    prices = load_prices()
+    return {
+        "n_epochs": n_epochs,
+        "tokens_per_epoch": tokens_per_epoch,
+        "total_tokens": total,
+        "supervised_tokens": n_epochs * supervised_tokens_per_epoch,
+        "training_seconds": round(total / tp["tokens_per_second"], 1),
+        "throughput": {"model": tp["model"], "device": tp["device"], "tokens_per_second": tp["tokens_per_second"],
+                       "source": tp["source"], "exact_model": tp["model"] == model and tp["device"] == device},
+        "openai_cost_usd": {m: round(total / 1e6 * p, 4) for m, p in prices["per_million_training_tokens"].items()},
+        "openai_prices": {"source": prices["source"], "checked": prices["checked"]},
+        "size_guidance": size_guidance(n_examples),
+    }

@@ -1,0 +1,94 @@
+"""Token counting for validation: which texts of an example are counted, and how (real tokenizer or estimate).
+
+A counter is BATCHED: `count_tokens(texts: list[str]) -> list[int]`, so a fast tokenizer encodes thousands of
+strings per call. Without a tokenizer we estimate 4 characters per token (English prose with Gemma's and
+OpenAI's tokenizers is 3.5-4.5), and every report says the counts are estimates.
+
+Chat examples are counted the way tunehouse.data.render lays out the Gemma format: each message costs its
+content (plus the JSON of its tool calls) plus a fixed overhead for its turn markers, `<start_of_turn>role\\n`
+(3 tokens) and `<end_of_turn>\\n` (2 tokens); system/developer text is folded into the first user turn (1 token
+for the blank line); one `<bos>` per example; an example's `tools` JSON is counted once. Trained tokens are the
+contents of assistant messages with weight != 0 plus their `<end_of_turn>` (1 token), as render's masks do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+CountTokens = Callable[[list[str]], list[int]]
+
+CHARS_PER_TOKEN = 4
+BOS_TOKENS = 1
+TURN_OVERHEAD = 5  # <start_of_turn> role \n ... <end_of_turn> \n
+FOLDED_OVERHEAD = 1  # system/developer: "\n\n" inside the first user turn
+TRAINED_OVERHEAD = 1  # <end_of_turn> after a trained assistant message
+
+
+def estimate_tokens(texts: list[str]) -> list[int]:
+    """~4 characters per token, at least 1 token for a non-empty text."""
+    return [(len(t) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN for t in texts]
+
+
+def counter_from_tokenizer(tokenizer: Any) -> CountTokens:
+    """A batched counter from a Hugging Face tokenizer (duck-typed: no transformers import here).
+
+    Uses the Rust `tokenizers` backend's encode_batch when there is one (several times faster than the
+    Python wrapper), without special tokens: the overheads above account for those.
+    """
+    backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
+    if backend is not None and hasattr(backend, "encode_batch"):
+        def count(texts: list[str]) -> list[int]:
+            return [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)] if texts else []
+        return count
+
+    def count_slow(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return count_slow
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _message_segments(m: dict, out: list[tuple[str, bool]]) -> int:
+    """Append (text, trained) segments of one message; return its fixed overhead in tokens."""
+    role = m.get("role")
+    trained = role == "assistant" and m.get("weight", 1) != 0
+    out.append((_text(m.get("content")), trained))
+    calls = m.get("tool_calls") or m.get("function_call")
+    if calls:
+        out.append((json.dumps(calls, ensure_ascii=False), trained))
+    return FOLDED_OVERHEAD if role in ("system", "developer") else TURN_OVERHEAD
+
+
+def example_segments(example: dict, fmt: str) -> tuple[list[tuple[str, bool]], int, int]:
+    """(segments [(text, trained)], overhead tokens, trained overhead tokens) of a VALID example."""
+    segments: list[tuple[str, bool]] = []
+    overhead, trained_overhead = BOS_TOKENS, 0
+    if fmt == "completion":
+        segments = [(example["prompt"], False), (example["completion"], True)]
+        return segments, overhead, 0
+    if fmt == "preference":
+        inp = example["input"]
+        messages = list(inp["messages"])
+        tools = inp.get("tools")
+        for key in ("preferred_output", "non_preferred_output"):
+            messages += example.get(key) or example.get(key.replace("output", "completion")) or []
+    else:
+        messages, tools = example["messages"], example.get("tools")
+    if tools:
+        segments.append((json.dumps(tools, ensure_ascii=False), False))
+    for m in messages:
+        overhead += _message_segments(m, segments)
+        if m.get("role") == "assistant" and m.get("weight", 1) != 0:
+            trained_overhead += TRAINED_OVERHEAD
+    # The trained <end_of_turn> is one of the turn's own overhead tokens, so `overhead` already counts it.
+    return segments, overhead, trained_overhead

@@ -1,0 +1,115 @@
+"""Evaluation inside a fine-tuning job: the final adapter vs its base on the job's validation file.
+
+The worker calls `evaluate_job(...)` in its own process after training succeeds, then records
+`evaluation_event(result)` as a job event and the written report.json as a result file. Models are addressed
+directly as (base model, adapter dir) through tunehouse.inference, so no server, API key or registered model id
+is needed, and the answers come from the same engines, chat rendering and stop rules as /v1/chat/completions.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tunehouse.config import Settings
+from tunehouse.data.render import render_chat, render_prompt
+from tunehouse.eval.report import fmt, fmt_delta, write_report
+from tunehouse.eval.runner import EvalError, EvalOptions, EvalResult, Generation, evaluate
+
+# Validation files can be large; the job's evaluation answers at most this many examples (per model).
+MAX_JOB_EVAL_EXAMPLES = 100
+
+
+class InProcessBackend:
+    """Backend over tunehouse.inference in this process; model names map to (base model, adapter dir or None)."""
+
+    def __init__(self, settings: Settings, models: dict[str, tuple[str, Path | None]], service=None):
+        from tunehouse.inference.service import InferenceService
+
+        self.models = models
+        self.service = service or InferenceService(settings)
+
+    def check_model(self, model: str) -> None:
+        if model not in self.models:
+            raise EvalError(f"model '{model}' is not one of {', '.join(self.models)}")
+        _, adapter = self.models[model]
+        if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+            raise EvalError(f"{adapter} is not a PEFT adapter directory")
+
+    def _engine(self, model: str):
+        base, adapter = self.models[model]
+        return self.service.engine(base, adapter), adapter
+
+    def generate(self, model: str, messages: list[dict], max_tokens: int, temperature: float) -> Generation:
+        from tunehouse.inference.generate import encode_prompt, generate, stop_token_ids
+        from tunehouse.inference.sampling import SamplingParams
+
+        t0 = time.perf_counter()
+        engine, adapter = self._engine(model)
+        ids = encode_prompt(engine.tokenizer, render_prompt(messages, family=engine.family), add_bos=False)
+        params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
+        text, n, finish = [], 0, None
+        with self.service.lock:
+            for piece in generate(engine, ids, adapter, params, stop_token_ids(engine.tokenizer)):
+                text.append(piece.text)
+                n += len(piece.tokens)
+                finish = piece.finish_reason or finish
+        return Generation("".join(text), time.perf_counter() - t0, n, len(ids), finish)
+
+    def score(self, model: str, messages: list[dict], reference: str, template: str) -> tuple[float, int] | None:
+        """NLL of the reference and its end-of-turn marker, token boundaries found as training finds them."""
+        from tunehouse.inference.generate import encode_prompt
+
+        engine, adapter = self._engine(model)
+        text, spans = render_chat([*messages, {"role": "assistant", "content": reference}], family=engine.family)
+        start, end = spans[-1]
+        prefix = encode_prompt(engine.tokenizer, text[:start], add_bos=False)
+        ids = encode_prompt(engine.tokenizer, text[:end], add_bos=False)
+        if len(ids) <= len(prefix):
+            return None
+        nll = 0.0
+        with self.service.lock:
+            for pos, row in engine.score_rows(ids, adapter):
+                if pos >= len(prefix):
+                    nll -= float(row[ids[pos]])
+        return nll, len(ids) - len(prefix)
+
+
+def evaluate_job(
+    settings: Settings,
+    base_model: str,
+    adapter_dir: Path,
+    validation_file: Path,
+    out_dir: Path,
+    model_id: str | None = None,
+    max_examples: int = MAX_JOB_EVAL_EXAMPLES,
+    service=None,
+    options: EvalOptions | None = None,
+) -> EvalResult:
+    """Evaluate the adapter against its base on `validation_file`; writes report.json/report.md/PNGs to out_dir.
+
+    Raises EvalError when the file cannot serve as a test set (e.g. examples without a final assistant message).
+    """
+    name = model_id or f"{base_model}+{Path(adapter_dir).name}"
+    backend = InProcessBackend(settings, {name: (base_model, Path(adapter_dir)), base_model: (base_model, None)},
+                               service)
+    result = evaluate(backend, name, base_model, validation_file, options or EvalOptions(), max_examples)
+    write_report(result, out_dir)
+    return result
+
+
+def evaluation_event(result: EvalResult) -> tuple[str, dict]:
+    """(message, data) for the job event, e.g. "Evaluation on 20 validation examples: exact match 45.0% vs
+    0.0% for gemma-3-270m (+45.0 pts); reference loss 0.412 vs 2.954"."""
+    s = result.summary()
+    parts = []
+    for key in ("pattern_pass", "exact_match", "contains"):
+        a, b = s["model"].get(key), s["baseline"].get(key)
+        if a is not None:
+            label = {"pattern_pass": "expected patterns", "exact_match": "exact match", "contains": "contains"}[key]
+            parts.append(f"{label} {fmt(key, a)} vs {fmt(key, b)} for {result.baseline} ({fmt_delta(key, a, b)})")
+            break
+    if s["model"].get("loss") is not None:
+        parts.append(f"reference loss {fmt('loss', s['model']['loss'])} vs {fmt('loss', s['baseline']['loss'])}")
+    message = f"Evaluation on {result.n} validation examples: " + "; ".join(parts)
+    return message, {"n": result.n, "model": s["model"], "baseline": s["baseline"], "baseline_model": result.baseline}

@@ -1,0 +1,43 @@
+"""The quickstart's fixed parts: its shipped dataset, its job settings and its success criterion.
+
+The task (see resources/quickstart/README.md): teach Gemma 3 270M a new identity ("Gemma-FT" by "LocalLab")
+from 71 chats, then check on 20 held-out questions whether it states that identity. The base model never can,
+so any pass is learned; a few minutes of LoRA on this CPU are enough.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from tunehouse.eval.runner import EvalOptions, EvalResult
+
+BASE_MODEL = "gemma-3-270m"
+SUFFIX = "quickstart"
+# Measured on the 2-core CPU (see the eval report in the project notes): 3 epochs at batch 4 learn the identity
+# in ~200 optimizer-free-of-padding seconds; explicit values keep the run's length independent of `auto` rules.
+HYPERPARAMETERS = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 2.0}
+SEED = 0
+# The identity comes first in every held-out reference that the split keeps, so a short answer suffices and a
+# rambling base model is cut off early (64 tokens at greedy decoding).
+EVAL_OPTIONS = EvalOptions(temperature=0.0, max_tokens=64)
+METRIC = "pattern_pass"
+REQUIRED_GAIN = 0.5  # the tuned model must beat its base by at least 50 points on METRIC
+
+
+def copy_dataset(dest: Path) -> tuple[Path, Path]:
+    """Copy the shipped train/held-out files into `dest`; returns (train, heldout) paths."""
+    dest.mkdir(parents=True, exist_ok=True)
+    src = files("tunehouse").joinpath("resources", "quickstart")
+    out = []
+    for name in ("train.jsonl", "heldout.jsonl"):
+        (dest / name).write_bytes(src.joinpath(name).read_bytes())
+        out.append(dest / name)
+    return out[0], out[1]
+
+
+def verdict(result: EvalResult) -> tuple[bool, float]:
+    """(passed, gain in points) of the tuned model over its base on the quickstart metric."""
+    s = result.summary()
+    gain = (s["model"][METRIC] or 0.0) - (s["baseline"][METRIC] or 0.0)
+    return gain >= REQUIRED_GAIN, 100 * gain

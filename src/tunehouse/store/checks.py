@@ -1,0 +1,65 @@
+"""Job-time file checks: the validating_files step, moving a job to queued or failing it as OpenAI does.
+
+Runs in the API process right after a job is created (and again at startup for jobs a crash left in
+validating_files); idempotent, and the status transition is atomic, so running it twice is harmless.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from tunehouse.config import Settings
+from tunehouse.store.db import blob_path
+from tunehouse.store.jobs import fail_job, get_job, mark_validated
+
+MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
+
+
+def _check(settings: Settings, file_id: str, param: str) -> tuple[str, str] | None:
+    """None if the file is trainable, else (code, message)."""
+    from tunehouse.data.validation import validate_file
+
+    label = "Training" if param == "training_file" else "Validation"
+    path = blob_path(settings, file_id)
+    if not path.exists():
+        return "file_not_found", f"{label} file {file_id} was deleted before the job could use it"
+    report = validate_file(path)
+    blocking = [e for e in report.errors if e.code != "too_few_examples"]
+    n_blocking = sum(n for code, n in report.error_counts.items() if code != "too_few_examples")
+    if blocking:
+        first = blocking[0]
+        where = f" (line {first.line})" if first.line else ""
+        return "invalid_file_format", (
+            f"{label} file {file_id} has {n_blocking} format error(s); first: {first.code}{where}: {first.message}"
+        )
+    if report.format != "chat":
+        return "invalid_file_format", (
+            f"{label} file {file_id} is in '{report.format}' format; supervised fine-tuning needs the chat format"
+            ' ({"messages": [...]} per line)'
+        )
+    if param == "training_file" and report.examples < MIN_EXAMPLES:
+        return "invalid_n_examples", (
+            f"Training file has {report.examples} example(s), but must have at least {MIN_EXAMPLES} examples"
+        )
+    if report.examples < 1:
+        return "invalid_n_examples", f"{label} file {file_id} has no examples"
+    return None
+
+
+def validate_job_files(conn: sqlite3.Connection, settings: Settings, job_id: str) -> str:
+    """validating_files -> queued | failed; returns the job's status afterwards."""
+    job = get_job(conn, None, job_id)
+    if job["status"] != "validating_files":
+        return job["status"]
+    for param in ("training_file", "validation_file"):
+        if not job[param]:
+            continue
+        try:
+            problem = _check(settings, job[param], param)
+        except Exception as e:  # never leave a job stuck in validating_files because a check crashed
+            problem = ("validation_error", f"Could not validate {param} {job[param]}: {e}")
+        if problem:
+            fail_job(conn, job_id, problem[0], problem[1], param)
+            return "failed"
+    mark_validated(conn, job_id)
+    return get_job(conn, None, job_id)["status"]

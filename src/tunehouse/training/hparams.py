@@ -1,0 +1,69 @@
+"""The `auto` hyperparameter rules: n_epochs, batch_size, learning_rate_multiplier -> concrete values.
+
+- n_epochs: OpenAI cookbook rule (target 3 epochs; at least 100 and at most 25,000 examples seen, within 1..25
+  epochs). tunehouse.data.auto_n_epochs is used when the data module provides it, so estimates and training
+  agree; the same rule is spelled out here otherwise.
+- batch_size: about 1% of the examples, rounded down to a power of two, within 1..32 (8 at 1000 examples, the
+  calibration's size). On CPU, throughput per token barely depends on the batch (we process every token
+  either way), so the batch only trades optimizer steps against gradient noise: small data gets small batches
+  and therefore enough steps to learn; see docs/training.md for the measurements.
+- learning rate: BASE_LEARNING_RATE x multiplier; auto multiplier = 1 for batch >= 8, and scaled by
+  sqrt(batch / 8) below (smaller batches have noisier gradients). BASE_LEARNING_RATE is measured, see
+  docs/training.md and benchmarks/train_hparams.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+BASE_LEARNING_RATE = 5e-4
+WARMUP_FRACTION = 0.05
+MAX_GRAD_NORM = 1.0
+WEIGHT_DECAY = 0.0
+
+
+def _cookbook_n_epochs(n_examples: int) -> int:
+    target, min_examples, max_examples, min_epochs, max_epochs = 3, 100, 25000, 1, 25
+    if n_examples * target < min_examples:
+        return min(max_epochs, math.ceil(min_examples / max(n_examples, 1)))
+    if n_examples * target > max_examples:
+        return max(min_epochs, max_examples // n_examples)
+    return target
+
+
+def auto_n_epochs(n_examples: int) -> int:
+    try:
+        from tunehouse.data import auto_n_epochs as data_rule  # the data helper's copy, when present
+    except ImportError:
+        return _cookbook_n_epochs(n_examples)
+    return int(data_rule(n_examples))
+
+
+def auto_batch_size(n_examples: int) -> int:
+    target = max(1, n_examples // 100)
+    return max(1, min(32, 2 ** int(math.log2(target))))
+
+
+def auto_learning_rate_multiplier(batch_size: int) -> float:
+    return 1.0 if batch_size >= 8 else math.sqrt(batch_size / 8)
+
+
+def resolve_hyperparameters(n_examples: int, n_epochs, batch_size, learning_rate_multiplier) -> dict:
+    """Concrete values for each `auto`; explicit values are checked and kept."""
+    epochs = auto_n_epochs(n_examples) if n_epochs == "auto" else int(n_epochs)
+    bs = auto_batch_size(n_examples) if batch_size == "auto" else int(batch_size)
+    bs = min(bs, max(n_examples, 1))  # a batch never exceeds the data (as OpenAI clamps it)
+    lrm = auto_learning_rate_multiplier(bs) if learning_rate_multiplier == "auto" else float(learning_rate_multiplier)
+    if epochs < 1 or bs < 1 or not lrm > 0:
+        raise ValueError(f"Invalid hyperparameters: n_epochs={epochs}, batch_size={bs}, "
+                         f"learning_rate_multiplier={lrm} (all must be positive)")
+    return {"n_epochs": epochs, "batch_size": bs, "learning_rate_multiplier": round(lrm, 6)}
+
+
+def lr_at(step: int, total_steps: int, peak: float) -> float:
+    """Linear warmup over WARMUP_FRACTION of the steps (at least 1), then cosine decay to 10% of the peak."""
+    warmup = max(1, round(WARMUP_FRACTION * total_steps))
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))

@@ -1,0 +1,38 @@
+"""Selective-head loss: run the model body, then the LM head only at positions whose next token is trained.
+
+For Gemma 3 270M the head (262144 x 640) is ~60% of training FLOPs while a chat example trains only its
+assistant tokens, so skipping the head elsewhere measured 2.2-2.5x faster. Numerically it is the same
+cross-entropy as the full-vocabulary loss (tests/training/test_loss.py checks this).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from tunehouse.data.render import IGNORE
+
+
+def causal_lm(model):
+    """The transformers CausalLM inside a (possibly peft-wrapped) model."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def selective_loss(model, input_ids, attention_mask, labels):
+    """(summed cross-entropy, correct predictions, trained tokens) over positions whose next label is trained.
+
+    Returns sums rather than a mean so gradient-accumulated micro-batches combine into the exact batch mean.
+    """
+    lm = causal_lm(model)
+    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    h = hidden[:, :-1][keep]
+    logits = lm.get_output_embeddings()(h).float()
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    y = targets[keep]
+    loss_sum = F.cross_entropy(logits, y, reduction="sum")
+    correct = (logits.detach().argmax(-1) == y).sum()
+    return loss_sum, int(correct), int(y.numel())

@@ -1,0 +1,169 @@
+"""Run one claimed job: TrainingConfig from the job row, callbacks into the store, the outcome back into the job.
+
+The engine (tunehouse.training.engine.train) owns torch; this module only translates. A job directory under
+settings.jobs_dir holds the engine's resumable state, so running a re-queued or resumed job is simply calling
+train() again with the same output_dir.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from tunehouse.config import Settings
+from tunehouse.store import runs
+from tunehouse.store.db import blob_path, connect, transaction
+from tunehouse.store.files import add_file
+from tunehouse.store.jobs import add_event, fail_job
+
+log = logging.getLogger("tunehouse.worker")
+MAX_METRIC_EVENTS = 100  # per job: long jobs log every k-th step so the event list stays readable
+RESULTS_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+
+
+def _num(x: float) -> str:
+    return f"{x:.2f}" if abs(x) >= 0.01 or x == 0 else f"{x:.2g}"
+
+
+def metrics_message(m: dict) -> str:
+    text = f"Step {m['step']}/{m['total_steps']}: training loss={_num(m['train_loss'])}"
+    if m.get("valid_loss") is not None:
+        text += f", validation loss={_num(m['valid_loss'])}"
+    return text
+
+
+def should_log_step(step: int, total: int, has_valid: bool) -> bool:
+    every = max(1, math.ceil(total / MAX_METRIC_EVENTS))
+    return step == 1 or step == total or step % every == 0 or has_valid
+
+
+def training_config(settings: Settings, job: sqlite3.Row):
+    from tunehouse.training.config import TrainingConfig
+
+    hp = json.loads(job["hyperparameters"])
+    return TrainingConfig(
+        base_model=job["base_model"],
+        training_file=blob_path(settings, job["training_file"]),
+        validation_file=blob_path(settings, job["validation_file"]) if job["validation_file"] else None,
+        output_dir=settings.jobs_dir / job["id"],
+        n_epochs=hp.get("n_epochs", "auto"),
+        batch_size=hp.get("batch_size", "auto"),
+        learning_rate_multiplier=hp.get("learning_rate_multiplier", "auto"),
+        seed=job["seed"],
+        keep_checkpoints=settings.keep_checkpoints,
+        init_adapter=Path(job["init_adapter"]) if job["init_adapter"] else None,
+        device=settings.device,
+        data_dir=settings.data_dir,
+    )
+
+
+class StoreCallbacks:
+    """TrainingCallbacks writing events, metrics and checkpoints to the store; control() reads the job row."""
+
+    def __init__(self, settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str,
+                 stop_event: threading.Event):
+        self.settings, self.conn, self.job, self.worker_id, self.stop = settings, conn, job, worker_id, stop_event
+        self.started = time.monotonic()
+        self.first_step: int | None = None
+
+    def on_event(self, level: str, message: str, data: dict) -> None:
+        with transaction(self.conn):
+            add_event(self.conn, self.job["id"], message, level=level, data=data)
+
+    def on_metrics(self, metrics: dict) -> None:
+        step, total = int(metrics["step"]), int(metrics["total_steps"])
+        log_it = should_log_step(step, total, metrics.get("valid_loss") is not None)
+        runs.record_metrics(self.conn, self.job["id"], metrics, metrics_message(metrics) if log_it else None)
+        if self.first_step is None:
+            self.first_step, self.started = step, time.monotonic()
+        elif log_it:
+            per_step = (time.monotonic() - self.started) / max(step - self.first_step, 1)
+            runs.set_estimated_finish(self.conn, self.job["id"], self.worker_id,
+                                      int(time.time() + per_step * (total - step)))
+
+    def on_checkpoint(self, checkpoint) -> None:
+        runs.add_checkpoint(self.conn, self.job, checkpoint.step, checkpoint.adapter_dir, checkpoint.metrics,
+                            self.settings.keep_checkpoints)
+
+    def control(self) -> str:
+        if self.stop.is_set():
+            return "pause"  # worker shutting down: save state, the job goes back to the queue
+        return runs.control_state(self.conn, self.job["id"], self.worker_id)
+
+
+def write_results_csv(rows: list[dict], path: Path) -> None:
+    """OpenAI's fine-tune-results file: one row per step; empty cells where a metric was not measured."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(RESULTS_COLUMNS)
+        for r in rows:
+            values = {"step": r["step"], "train_loss": r.get("train_loss"),
+                      "train_accuracy": r.get("train_mean_token_accuracy"), "valid_loss": r.get("valid_loss"),
+                      "valid_mean_token_accuracy": r.get("valid_mean_token_accuracy")}
+            out.writerow(["" if values[c] is None else values[c] for c in RESULTS_COLUMNS])
+
+
+def _heartbeat_loop(settings: Settings, job_id: str, worker_id: str, done: threading.Event) -> None:
+    conn = connect(settings)
+    try:
+        while not done.wait(settings.heartbeat_seconds):
+            try:
+                runs.heartbeat(conn, job_id, worker_id)
+            except sqlite3.OperationalError as e:  # a busy database must not kill the heartbeat
+                log.warning("heartbeat for %s failed: %s", job_id, e)
+    finally:
+        conn.close()
+
+
+def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str, result) -> str:
+    if result.status != "succeeded":
+        # paused by the user, or our shutdown: a still-running row goes back to the queue for the next worker
+        runs.release_job(conn, job["id"], worker_id, requeue=result.status == "paused")
+        return result.status
+    by_step = {m["step"]: m for m in runs.job_metrics(conn, job["id"])}
+    by_step.update({m["step"]: m for m in result.metrics})
+    settings.blobs_dir.mkdir(parents=True, exist_ok=True)
+    tmp = settings.blobs_dir / f".results-{job['id']}.csv"
+    write_results_csv([by_step[s] for s in sorted(by_step)], tmp)
+    results = add_file(conn, settings, project=job["project"], filename="step_metrics.csv",
+                       purpose="fine-tune-results", src=tmp, validate=False)
+    ok = runs.complete_job(conn, job, worker_id, adapter_dir=Path(result.adapter_dir),
+                           trained_tokens=int(result.trained_tokens), hyperparameters=result.hyperparameters,
+                           result_file_id=results["id"])
+    if not ok:  # cancelled at the last moment or taken over: the results file belongs to nobody
+        conn.execute("DELETE FROM files WHERE id = ?", (results["id"],))
+        blob_path(settings, results["id"]).unlink(missing_ok=True)
+        runs.release_job(conn, job["id"], worker_id)
+        return "lost"
+    return "succeeded"
+
+
+def run_job(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str,
+            stop_event: threading.Event | None = None) -> str:
+    """Train one claimed job to its end; returns succeeded | paused | cancelled | failed | lost."""
+    stop_event = stop_event or threading.Event()
+    done = threading.Event()
+    beat = threading.Thread(target=_heartbeat_loop, args=(settings, job["id"], worker_id, done), daemon=True)
+    beat.start()
+    try:
+        from tunehouse.training.engine import train
+
+        result = train(training_config(settings, job), StoreCallbacks(settings, conn, job, worker_id, stop_event))
+        return _finish(settings, conn, job, worker_id, result)
+    except Exception as e:
+        log.exception("job %s failed", job["id"])
+        owner = conn.execute("SELECT worker_id FROM jobs WHERE id = ?", (job["id"],)).fetchone()
+        if owner is not None and owner["worker_id"] == worker_id:
+            user_error = isinstance(e, ValueError | LookupError)
+            message = str(e) if user_error else f"Training failed with an internal error: {type(e).__name__}: {e}"
+            fail_job(conn, job["id"], "training_error" if user_error else "server_error", message, None)
+        return "failed"
+    finally:
+        done.set()
+        beat.join(timeout=5)

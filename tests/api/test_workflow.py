@@ -1,0 +1,155 @@
+"""The seed workflow end to end with the REAL engine on the tiny model: `tunehouse serve` + its worker child."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+import openai
+import pytest
+
+from tests.api.live import LiveServer, SchemaLog, chat_file, make_data_dir, sdk_client, wait_for
+from tests.conftest import TINY
+
+FT_ID = re.compile(rf"ft:{TINY}:tunehouse:seed-run:[a-z0-9]{{8}}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir):
+    root = tmp_path_factory.mktemp("workflow")
+    srv = LiveServer(make_data_dir(root, tiny_model_dir), worker=True,
+                     env={"TUNEHOUSE_API_KEYS": "alpha:key-alpha,beta:key-beta"}).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def log():
+    return SchemaLog()
+
+
+@pytest.fixture(scope="module")
+def client(server, log):
+    return sdk_client(server, log, "key-alpha")
+
+
+@pytest.fixture(scope="module")
+def finished(client, tmp_path_factory):
+    """Upload, create with suffix + validation file + hyperparameters, wait until the job ends."""
+    tmp = tmp_path_factory.mktemp("files")
+    train = client.files.create(file=chat_file(tmp, 12).open("rb"), purpose="fine-tune")
+    valid = client.files.create(file=chat_file(tmp, 4, "valid.jsonl", "wikisql_sample.jsonl").open("rb"),
+                                purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=TINY, training_file=train.id, validation_file=valid.id,
+                                         suffix="seed-run", seed=3,
+                                         hyperparameters={"n_epochs": 2, "batch_size": 4})
+    done = wait_for(lambda: (j := client.fine_tuning.jobs.retrieve(job.id)).status in ("succeeded", "failed") and j,
+                    timeout=240)
+    return done
+
+
+def test_job_succeeds_with_openai_fields(finished, log):
+    assert finished.status == "succeeded", finished.error
+    assert FT_ID.fullmatch(finished.fine_tuned_model)
+    assert finished.trained_tokens > 0 and finished.finished_at >= finished.created_at
+    hp = finished.hyperparameters
+    assert (hp.n_epochs, hp.batch_size) == (2, 4) and isinstance(hp.learning_rate_multiplier, float)
+    assert log.problems == []
+
+
+def test_events_tell_the_story_in_openai_words(client, finished, log):
+    events = list(client.fine_tuning.jobs.list_events(finished.id, limit=100))
+    messages = [e.message for e in events][::-1]  # oldest first
+    assert messages[:3] == [f"Created fine-tuning job: {finished.id}",
+                            f"Validating training file: {finished.training_file} and validation file: "
+                            f"{finished.validation_file}",
+                            "Files validated, moving job to queued state"]
+    assert "Fine-tuning job started" in messages
+    assert "Checkpoint created at step 3" in messages and "Checkpoint created at step 6" in messages
+    assert messages[-2:] == [f"New fine-tuned model created: {finished.fine_tuned_model}",
+                             "The job has successfully completed"]
+    metrics = [e for e in events if e.type == "metrics"]
+    assert {e.data["step"] for e in metrics} == set(range(1, 7))
+    last = next(e for e in metrics if e.data["step"] == 6)
+    assert re.fullmatch(r"Step 6/6: training loss=[\d.e-]+, validation loss=[\d.e-]+", last.message)
+    assert set(last.data) >= {"step", "train_loss", "valid_loss", "train_mean_token_accuracy", "total_steps"}
+    assert log.problems == []
+
+
+def test_results_file_is_a_csv_of_every_step(client, finished, log):
+    (file_id,) = finished.result_files
+    meta = client.files.retrieve(file_id)
+    assert meta.purpose == "fine-tune-results"
+    rows = list(csv.DictReader(io.StringIO(client.files.content(file_id).text)))
+    assert list(rows[0]) == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
+    assert [int(r["step"]) for r in rows] == list(range(1, 7))
+    assert all(float(r["train_loss"]) > 0 for r in rows) and rows[-1]["valid_loss"] != ""
+    assert log.problems == []
+
+
+def test_checkpoints_are_models(client, finished, log):
+    ckpts = client.fine_tuning.jobs.checkpoints.list(finished.id).data
+    assert [c.step_number for c in ckpts] == [6, 3]  # newest first
+    assert ckpts[0].fine_tuned_model_checkpoint == f"{finished.fine_tuned_model}:ckpt-step-6"
+    assert ckpts[0].metrics.train_loss > 0 and ckpts[0].metrics.full_valid_loss > 0
+    ids = {m.id for m in client.models.list()}
+    assert {TINY, finished.fine_tuned_model, ckpts[1].fine_tuned_model_checkpoint} <= ids
+    assert client.models.retrieve(ckpts[1].fine_tuned_model_checkpoint).owned_by == "tunehouse"
+    assert log.problems == []
+
+
+def test_resolve_model_gives_base_and_adapter_for_inference(server, finished):
+    from tunehouse.config import Settings
+    from tunehouse.store.errors import NotFound
+    from tunehouse.store.models import resolve
+
+    settings = Settings(data_dir=server.data_dir)
+    base, adapter = resolve(settings, "alpha", finished.fine_tuned_model)
+    assert base == TINY and (adapter / "adapter_config.json").is_file()
+    assert resolve(settings, "alpha", f"{finished.fine_tuned_model}:ckpt-step-3")[1].name == "step-3"
+    assert resolve(settings, "alpha", TINY) == (TINY, None)
+    with pytest.raises(NotFound):
+        resolve(settings, "beta", finished.fine_tuned_model)
+
+
+def test_models_are_per_project_and_deletable(client, server, finished, log):
+    other = sdk_client(server, log, "key-beta")
+    with pytest.raises(openai.NotFoundError):
+        other.models.retrieve(finished.fine_tuned_model)
+    with pytest.raises(openai.NotFoundError):
+        other.models.delete(finished.fine_tuned_model)
+    with pytest.raises(openai.BadRequestError):
+        client.models.delete(TINY)
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("ft:unknown:model:x:12345678")
+    deleted = client.models.delete(finished.fine_tuned_model)
+    assert deleted.deleted and deleted.id == finished.fine_tuned_model
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve(finished.fine_tuned_model)
+    assert finished.fine_tuned_model not in {m.id for m in client.models.list()}
+    assert log.problems == []
+
+
+def test_pause_resume_and_cancel_a_running_job(client, finished, tmp_path, log):
+    train = client.files.create(file=chat_file(tmp_path, 12).open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=TINY, training_file=train.id, hyperparameters={"n_epochs": 8,
+                                                                                              "batch_size": 2})
+
+    def stepped(n):
+        return lambda: any(e.type == "metrics" and e.data["step"] >= n
+                           for e in client.fine_tuning.jobs.list_events(job.id, limit=5))
+
+    wait_for(stepped(2), timeout=120)
+    assert client.fine_tuning.jobs.pause(job.id).status == "paused"
+    wait_for(lambda: any(e.message.startswith("Paused at step")
+                         for e in client.fine_tuning.jobs.list_events(job.id, limit=10)), timeout=60)
+    paused_steps = sum(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=100))
+    assert client.fine_tuning.jobs.resume(job.id).status == "queued"
+    wait_for(lambda: any(e.message.startswith("Resuming from step")
+                         for e in client.fine_tuning.jobs.list_events(job.id, limit=10)), timeout=120)
+    wait_for(stepped(paused_steps + 2), timeout=120)
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    final = wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id), timeout=5)
+    assert final.status == "cancelled" and final.fine_tuned_model is None
+    assert log.problems == []

@@ -1,0 +1,72 @@
+"""Estimates: OpenAI's auto-epochs rule, time from the throughput file, price from the price file, guidance."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunehouse.data.estimates import (
+    auto_n_epochs,
+    estimate_training,
+    load_prices,
+    size_guidance,
+    throughput_for,
+)
+
+
+@pytest.mark.parametrize(("n", "epochs"), [
+    (1, 25),  # 100 // 1 = 100, capped at MAX_DEFAULT_EPOCHS
+    (4, 25),
+    (5, 20),  # the cookbook's toy file
+    (10, 10),
+    (33, 3),  # 99 < 100 -> 100 // 33 = 3
+    (34, 3),
+    (1000, 3),
+    (8333, 3),  # 24999 <= 25000
+    (8334, 2),  # 25002 > 25000 -> 25000 // 8334 = 2
+    (30_000, 1),
+])
+def test_auto_n_epochs_follows_the_cookbook_rule(n, epochs):
+    assert auto_n_epochs(n) == epochs
+
+
+def test_auto_n_epochs_needs_an_example():
+    with pytest.raises(ValueError):
+        auto_n_epochs(0)
+
+
+def test_prices_come_from_the_dated_data_file():
+    prices = load_prices()
+    assert prices["checked"] and prices["source"].startswith("https://openai.com")
+    assert prices["per_million_training_tokens"]["gpt-4o-mini-2024-07-18"] == 3.00
+
+
+def test_throughput_falls_back_to_the_first_entry_for_unknown_models():
+    assert throughput_for("gemma-3-270m", "cpu")["tokens_per_second"] > 0
+    assert throughput_for("no-such-model", "cuda") == throughput_for("gemma-3-270m", "cpu")
+
+
+def test_estimate_arithmetic():
+    est = estimate_training(n_examples=1000, tokens_per_epoch=100_000, supervised_tokens_per_epoch=20_000,
+                            model="gemma-3-270m", device="cpu")
+    tps = throughput_for("gemma-3-270m", "cpu")["tokens_per_second"]
+    assert est["n_epochs"] == 3 and est["total_tokens"] == 300_000 and est["supervised_tokens"] == 60_000
+    assert est["training_seconds"] == pytest.approx(300_000 / tps, abs=0.1)
+    for model, usd in load_prices()["per_million_training_tokens"].items():
+        assert est["openai_cost_usd"][model] == pytest.approx(0.3 * usd)
+
+
+def test_explicit_epochs_override_auto():
+    assert estimate_training(1000, 10, 5, n_epochs=7)["total_tokens"] == 70
+
+
+@pytest.mark.parametrize(("n", "statuses"), [
+    (40, ["below_minimum"] * 4),
+    (60, ["minimum", "below_minimum", "below_minimum", "below_minimum"]),
+    (300, ["recommended", "recommended", "below_minimum", "below_minimum"]),
+    (1000, ["recommended", "recommended", "recommended", "minimum"]),
+    (5000, ["recommended"] * 4),
+])
+def test_size_guidance(n, statuses):
+    guidance = size_guidance(n)
+    assert [g["goal"] for g in guidance] == ["format", "style", "domain", "complex"]
+    assert [g["status"] for g in guidance] == statuses

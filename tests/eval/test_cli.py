@@ -1,0 +1,65 @@
+"""`tunehouse eval` input handling: bad options and bad test data end in one clear line, never a traceback."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from tunehouse.cli import app
+from tunehouse.cli.eval import default_baseline, parse_metrics
+
+
+@pytest.fixture
+def run(tmp_path):
+    runner = CliRunner()
+
+    def invoke(*args):
+        return runner.invoke(app, ["eval", *args, "--data-dir", str(tmp_path / "data")])
+
+    return invoke
+
+
+@pytest.fixture
+def test_file(tmp_path):
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                             {"role": "assistant", "content": "yo"}]}) + "\n")
+    return path
+
+
+def test_baseline_defaults_to_the_base_of_an_ft_model():
+    assert default_baseline("ft:gemma-3-270m:tunehouse:demo:abcd1234") == "gemma-3-270m"
+    assert default_baseline("ft:gemma-3-270m:tunehouse:demo:abcd1234:ckpt-step-3") == "gemma-3-270m"
+    assert default_baseline("gpt-4o-mini") is None
+
+
+def test_metrics_option_accepts_known_names_only():
+    assert parse_metrics(None) == {"loss", "auto-json"}
+    assert parse_metrics("json, exact_match") == {"json", "exact_match"}
+    with pytest.raises(Exception, match="unknown metric"):
+        parse_metrics("bleu")
+
+
+def test_missing_baseline_for_a_non_ft_model_is_a_clear_error(run, test_file):
+    result = run("--model", "gpt-4o-mini", "--test", str(test_file))
+    assert result.exit_code == 1 and "--baseline is required" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_bad_test_file_is_reported_with_its_line(run, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    result = run("--model", "a", "--baseline", "b", "--test", str(bad))
+    assert result.exit_code == 1 and "line 1" in result.output and "Traceback" not in result.output
+
+
+def test_invalid_schema_file_is_a_clear_error(run, test_file, tmp_path):
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": 5}')
+    result = run("--model", "a", "--baseline", "b", "--test", str(test_file), "--schema", str(schema))
+    assert result.exit_code == 1 and "invalid JSON schema" in result.output
+
+
+def test_unreachable_server_is_a_clear_error(run, test_file):
+    result = run("--model", "a", "--baseline", "b", "--test", str(test_file), "--base-url", "http://127.0.0.1:9/v1")
+    assert result.exit_code == 1 and "cannot reach the server" in result.output

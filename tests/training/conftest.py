@@ -1,0 +1,60 @@
+"""Training test helpers: a recording TrainingCallbacks and small JSONL training files for the tiny model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY
+from tests.tiny import FIXTURES
+from tunehouse.training.config import TrainingConfig
+
+
+class Recorder:
+    """TrainingCallbacks that keeps everything; `act(step_done)` answers control() (default: continue)."""
+
+    def __init__(self, act=None):
+        self.events, self.metrics, self.checkpoints = [], [], []
+        self.act = act or (lambda done: "continue")
+
+    def on_event(self, level, message, data):
+        self.events.append((level, message, data))
+
+    def on_metrics(self, metrics):
+        self.metrics.append(dict(metrics))
+
+    def on_checkpoint(self, checkpoint):
+        self.checkpoints.append(checkpoint)
+
+    def control(self):
+        return self.act(len(self.metrics))
+
+    def losses(self) -> list[float]:
+        return [m["train_loss"] for m in self.metrics]
+
+
+def write_examples(path: Path, n: int, source: str = "identity_chat.jsonl") -> Path:
+    lines = (FIXTURES / source).read_text(encoding="utf-8").splitlines()[:n]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_config(settings, tmp_path):
+    """TrainingConfig factory on the tiny model: 12 identity chats, batch 4, 2 epochs, a high learning rate."""
+    train_file = write_examples(tmp_path / "train.jsonl", 12)
+
+    def make(name: str = "job", **overrides) -> TrainingConfig:
+        kwargs = dict(base_model=TINY, training_file=train_file, output_dir=tmp_path / name, data_dir=settings.data_dir,
+                      n_epochs=2, batch_size=4, learning_rate_multiplier=10.0, max_length=128, seed=1,
+                      device="cpu")
+        kwargs.update(overrides)
+        return TrainingConfig(**kwargs)
+
+    return make
+
+
+def config_to_json(config: TrainingConfig) -> str:
+    return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()})

@@ -1,0 +1,140 @@
+"""The training loop on the tiny model: learning, adapters, checkpoints, events, control, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.training.conftest import Recorder, write_examples
+from tunehouse.catalog import UnknownModelError
+from tunehouse.training.engine import train
+
+
+def test_loss_goes_down(make_config):
+    rec = Recorder()
+    result = train(make_config(n_epochs=4), rec)
+    losses = rec.losses()
+    assert result.status == "succeeded" and len(losses) == 4 * 3
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3  # last epoch vs first epoch
+
+
+def test_only_lora_weights_train(make_config, settings):
+    from tunehouse.training.base_models import load_base_model
+    from tunehouse.training.engine import _train_step, _wrap_lora
+    from tunehouse.training.batches import encode_file
+
+    config = make_config()
+    model, tok, family = load_base_model(settings, config.base_model, torch.device("cpu"), torch.float32)
+    model = _wrap_lora(model, config)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    examples = encode_file(config.training_file, lambda s: tok.encode(s, add_special_tokens=False), family, 128)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    _train_step(model, optimizer, params, examples, [0, 1], [len(e.input_ids) for e in examples], 0, "cpu", 1e-2)
+    after = dict(model.named_parameters())
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and changed <= trainable
+
+
+def test_adapter_loads_in_plain_peft_with_the_same_loss(make_config, tmp_path, tiny_model_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunehouse.data.render import encode_example
+
+    valid = write_examples(tmp_path / "valid.jsonl", 1)
+    rec = Recorder()
+    result = train(make_config(validation_file=valid), rec)
+    assert (result.adapter_dir / "adapter_config.json").is_file()
+    assert (result.adapter_dir / "adapter_model.safetensors").is_file()
+    assert json.loads((result.adapter_dir / "training_config.json").read_text())["batch_size"] == 4
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="eager")
+    model = PeftModel.from_pretrained(base, str(result.adapter_dir)).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids, labels, _ = encode_example(json.loads(valid.read_text()), lambda s: tok.encode(s, add_special_tokens=False),
+                                    "gemma", 128)
+    with torch.no_grad():
+        loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss  # full-vocabulary loss
+    assert rec.checkpoints[-1].metrics["full_valid_loss"] == pytest.approx(float(loss), rel=1e-5)
+    with torch.no_grad(), model.disable_adapter():
+        base_loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels])).loss
+    assert abs(float(base_loss) - float(loss)) > 1e-3  # the adapter really changes the model
+
+
+def test_same_seed_same_loss_curve(make_config):
+    a, b = Recorder(), Recorder()
+    train(make_config("a"), a)
+    train(make_config("b"), b)
+    assert a.losses() == b.losses()
+
+
+def test_other_seed_other_curve(make_config):
+    a, b = Recorder(), Recorder()
+    train(make_config("a", n_epochs=1), a)
+    train(make_config("b", n_epochs=1, seed=2), b)
+    assert a.losses() != b.losses()
+
+
+def test_cancel_stops_within_one_step(make_config):
+    rec = Recorder(act=lambda done: "cancel" if done >= 2 else "continue")
+    result = train(make_config(), rec)
+    assert result.status == "cancelled" and result.adapter_dir is None
+    assert len(rec.metrics) == 2
+
+
+def test_checkpoint_each_epoch_keeps_the_last_n(make_config, tmp_path):
+    valid = write_examples(tmp_path / "valid.jsonl", 2)
+    rec = Recorder()
+    config = make_config(n_epochs=3, keep_checkpoints=2, validation_file=valid)
+    train(config, rec)
+    assert [c.step for c in rec.checkpoints] == [3, 6, 9]
+    assert sorted(p.name for p in (config.output_dir / "checkpoints").iterdir()) == ["step-6", "step-9"]
+    assert set(rec.checkpoints[-1].metrics) == {"step", "train_loss", "train_mean_token_accuracy", "valid_loss",
+                                                "valid_mean_token_accuracy", "full_valid_loss",
+                                                "full_valid_mean_token_accuracy"}
+    assert (rec.checkpoints[-1].adapter_dir / "adapter_model.safetensors").is_file()
+
+
+def test_metrics_each_step(make_config):
+    rec = Recorder()
+    train(make_config(), rec)
+    assert [m["step"] for m in rec.metrics] == list(range(1, 7))
+    assert all(m["total_steps"] == 6 and 0 <= m["train_mean_token_accuracy"] <= 1 for m in rec.metrics)
+
+
+def test_truncation_is_a_warn_event(make_config):
+    rec = Recorder()
+    train(make_config(max_length=24, n_epochs=1), rec)
+    warns = [e for e in rec.events if e[0] == "warn"]
+    assert warns and "truncated" in warns[0][1]
+
+
+def test_init_adapter_continues_training(make_config):
+    first = train(make_config("first", n_epochs=4), Recorder())
+    fresh, cont = Recorder(), Recorder()
+    train(make_config("fresh", n_epochs=1), fresh)
+    train(make_config("cont", n_epochs=1, init_adapter=first.adapter_dir), cont)
+    assert cont.losses()[0] < fresh.losses()[0] - 0.1
+
+
+def test_auto_hyperparameters_are_resolved(make_config):
+    config = make_config(n_epochs="auto", batch_size="auto", learning_rate_multiplier="auto")
+    result = train(config, Recorder(act=lambda done: "cancel" if done else "continue"))
+    assert result.hyperparameters == {"n_epochs": 9, "batch_size": 1, "learning_rate_multiplier": 0.353553}
+
+
+def test_unknown_base_model_lists_available(make_config):
+    with pytest.raises(UnknownModelError, match="tiny-gemma"):
+        train(make_config(base_model="nope"), Recorder())
+
+
+def test_bad_training_file_is_a_clear_error(make_config, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
+    with pytest.raises(ValueError, match="line 2: invalid JSON"):
+        train(make_config(training_file=bad), Recorder())
