@@ -133,23 +133,27 @@ def test_models_are_per_project_and_deletable(client, server, finished, log):
 
 def test_pause_resume_and_cancel_a_running_job(client, finished, tmp_path, log):
     train = client.files.create(file=chat_file(tmp_path, 12).open("rb"), purpose="fine-tune")
-    job = client.fine_tuning.jobs.create(model=TINY, training_file=train.id, hyperparameters={"n_epochs": 8,
-                                                                                              "batch_size": 2})
+    # Long enough (600 steps) that it cannot finish before we act; it is cancelled, so length costs nothing.
+    job = client.fine_tuning.jobs.create(model=TINY, training_file=train.id,
+                                         hyperparameters={"n_epochs": 50, "batch_size": 1})
 
-    def stepped(n):
-        return lambda: any(e.type == "metrics" and e.data["step"] >= n
-                           for e in client.fine_tuning.jobs.list_events(job.id, limit=5))
+    def events():
+        return client.fine_tuning.jobs.list_events(job.id, limit=20).data
 
-    wait_for(stepped(2), timeout=120)
+    def stepped_past(n):
+        return lambda: any(e.type == "metrics" and e.data["step"] > n for e in events())
+
+    wait_for(stepped_past(0), timeout=120)
     assert client.fine_tuning.jobs.pause(job.id).status == "paused"
-    wait_for(lambda: any(e.message.startswith("Paused at step")
-                         for e in client.fine_tuning.jobs.list_events(job.id, limit=10)), timeout=60)
-    paused_steps = sum(e.type == "metrics" for e in client.fine_tuning.jobs.list_events(job.id, limit=100))
+    paused = wait_for(lambda: next((e for e in events() if e.message.startswith("Paused at step")), None), timeout=60)
+    paused_at = int(re.match(r"Paused at step (\d+)/600", paused.message).group(1))
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "paused"
     assert client.fine_tuning.jobs.resume(job.id).status == "queued"
-    wait_for(lambda: any(e.message.startswith("Resuming from step")
-                         for e in client.fine_tuning.jobs.list_events(job.id, limit=10)), timeout=120)
-    wait_for(stepped(paused_steps + 2), timeout=120)
-    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
-    final = wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id), timeout=5)
-    assert final.status == "cancelled" and final.fine_tuned_model is None
+    resumed = wait_for(lambda: next((e for e in events() if e.message.startswith("Resuming from step")), None),
+                       timeout=120)
+    assert resumed.message == f"Resuming from step {paused_at}/600"
+    wait_for(stepped_past(paused_at), timeout=120)
+    assert client.fine_tuning.jobs.retrieve(job.id).status == "running"
+    cancelled = client.fine_tuning.jobs.cancel(job.id)
+    assert cancelled.status == "cancelled" and cancelled.fine_tuned_model is None
     assert log.problems == []

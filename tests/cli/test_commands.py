@@ -200,3 +200,9 @@ def test_files_delete_and_models_delete_use_delete(api, cli):
         ("DELETE", "/v1/files/file-abc123"),
         ("DELETE", "/v1/models/ft:tiny:tunehouse:x:abcd1234"),
     ]
+
+
+def test_a_base_url_without_v1_gets_a_hint(api, cli):
+    api.on("GET", "/files", (404, {"detail": "Not Found"}))
+    result = cli("files", "list", "--base-url", api.base_url.removesuffix("/v1"))
+    assert result.exit_code == 1 and f"try --base-url {api.base_url}" in result.stderr

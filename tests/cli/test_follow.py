@@ -138,3 +138,31 @@ def test_create_with_follow_follows_the_new_job(api, cli):
     result = cli("fine_tuning.jobs.create", *args)
     assert result.exit_code == 0, result.stderr
     assert "The job has ended" in result.stdout
+
+
+def test_follow_ends_with_a_resume_hint_when_paused(api, cli):
+    script_job(api, JOB | {"status": "paused"})
+    result = follow(cli, api)
+    assert result.exit_code == 1
+    assert "fine_tuning.jobs.resume -i ftjob-abc123" in result.stderr
+
+
+def test_follow_gives_the_no_server_hint_once_the_server_stays_away(cli, monkeypatch):
+    from tests.cli.double import start_double
+    from tunehouse.cli import follow as follow_module
+
+    api, stop = start_double()
+    api.on("GET", JOB_PATH, (200, JOB | {"status": "running"}))
+    api.on("GET", JOB_PATH + "/events", (200, {"object": "list", "data": [], "has_more": False}))
+    monkeypatch.setattr(follow_module, "RECONNECT_SECONDS", 0.3)
+    # The first answer arrives, then the server goes away for good.
+    real_poll = follow_module._poll
+
+    def poll_then_stop(client, state, max_pages):
+        new = real_poll(client, state, max_pages)
+        stop()
+        return new
+
+    monkeypatch.setattr(follow_module, "_poll", poll_then_stop)
+    result = follow(cli, api)
+    assert result.exit_code == 1 and "tunehouse serve" in result.stderr

@@ -63,3 +63,23 @@ def test_invalid_schema_file_is_a_clear_error(run, test_file, tmp_path):
 def test_unreachable_server_is_a_clear_error(run, test_file):
     result = run("--model", "a", "--baseline", "b", "--test", str(test_file), "--base-url", "http://127.0.0.1:9/v1")
     assert result.exit_code == 1 and "cannot reach the server" in result.output
+
+
+def test_eval_against_the_in_process_server_prints_json_and_writes_reports(settings, tmp_path):
+    """The real path: tunehouse API in this process, tiny model, chat completions and echo/logprobs scoring."""
+    from tests.tiny import FIXTURES
+
+    test = tmp_path / "identity.jsonl"
+    test.write_text("\n".join((FIXTURES / "identity_chat.jsonl").read_text().splitlines()[:2]) + "\n")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["eval", "--model", "tiny-gemma", "--baseline", "tiny-gemma", "--test", str(test),
+                                      "--max-tokens", "2", "--json", "--out", str(out),
+                                      "--data-dir", str(settings.data_dir)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert set(summary) == {"model", "baseline", "n"} and summary["n"] == 2
+    assert summary["model"]["exact_match"] == 0.0 and summary["model"]["completion_tokens"] <= 2
+    # The same model twice: identical greedy answers and reference losses (near ln(vocab) for a random model).
+    assert summary["model"]["loss"] == pytest.approx(summary["baseline"]["loss"], rel=1e-4)
+    assert summary["model"]["loss"] > 3
+    assert (out / "report.md").is_file() and (out / "report.json").is_file() and (out / "metrics.png").is_file()

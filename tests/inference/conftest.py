@@ -21,10 +21,16 @@ PROMPTS = ["hello there", "what is your name?", "count the rows", "who made you?
 FT_A = f"ft:{TINY}:tunehouse:alpha:aaaa1111"
 FT_B = f"ft:{TINY}:tunehouse:beta:bbbb2222"
 CKPT_A = f"{FT_A}:ckpt-step-20"
+FT_T = f"ft:{TINY}:tunehouse:tools:tttt3333"
+TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {
+    "city": {"type": "string"}}}}}]
+TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": '{"city": "Paris"}'}}
 
 
-def train_adapter(base_dir: Path, out_dir: Path, answer: str, steps: int = 40, seed: int = 0) -> Path:
-    """A real LoRA fine-tune (Adam, all linear layers) teaching the tiny model to answer every prompt with `answer`."""
+def train_adapter(base_dir: Path, out_dir: Path, answer: str | dict, steps: int = 40, seed: int = 0,
+                  tools: list | None = None) -> Path:
+    """A real LoRA fine-tune (Adam, all linear layers) teaching the tiny model to answer every prompt with `answer`
+    (a text, or an assistant message such as a tool call)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -40,8 +46,9 @@ def train_adapter(base_dir: Path, out_dir: Path, answer: str, steps: int = 40, s
     def encode(text: str) -> list[int]:
         return tok(text, add_special_tokens=False)["input_ids"]
 
-    batch = [encode_example({"messages": [{"role": "user", "content": p}, {"role": "assistant", "content": answer}]},
-                            encode, family="gemma") for p in PROMPTS]
+    reply = answer if isinstance(answer, dict) else {"role": "assistant", "content": answer}
+    batch = [encode_example({"messages": [{"role": "user", "content": p}, reply], "tools": tools}, encode,
+                            family="gemma") for p in PROMPTS]
     width = max(len(ids) for ids, _, _ in batch)
     ids = torch.tensor([x + [0] * (width - len(x)) for x, _, _ in batch])
     labels = torch.tensor([y + [-100] * (width - len(y)) for _, y, _ in batch])
@@ -64,6 +71,8 @@ def adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
         "alpha": train_adapter(tiny_model_dir, root / "alpha", ALPHA_TEXT, seed=1),
         "beta": train_adapter(tiny_model_dir, root / "beta", BETA_TEXT, seed=2),
         "alpha_ckpt": train_adapter(tiny_model_dir, root / "alpha-ckpt", ALPHA_TEXT, steps=20, seed=1),
+        "tools": train_adapter(tiny_model_dir, root / "tools", {"role": "assistant", "content": None,
+                                                                "tool_calls": [TOOL_CALL]}, seed=3, tools=TOOLS),
     }
 
 
@@ -86,7 +95,7 @@ def register_models(settings, adapters: dict[str, Path], project: str = "default
 
     conn = connect(settings)
     try:
-        for model_id, key in ((FT_A, "alpha"), (FT_B, "beta")):
+        for model_id, key in ((FT_A, "alpha"), (FT_B, "beta"), (FT_T, "tools")):
             conn.execute("INSERT INTO models (id, project, job_id, base_model, adapter_dir, created_at)"
                          " VALUES (?, ?, ?, ?, ?, ?)", (model_id, project, f"ftjob-{key}", TINY,
                                                         str(adapters[key]), now()))
@@ -129,11 +138,29 @@ def client(http):
     return openai.OpenAI(base_url="http://testserver/v1", api_key="sk-test", http_client=http, max_retries=0)
 
 
+def _nullable(node):
+    """OpenAI's document mixes OpenAPI 3.0's `nullable: true` into 3.1 schemas; JSON Schema needs it spelled out
+    (e.g. a stream chunk's `logprobs: null`, which OpenAI itself sends)."""
+    if isinstance(node, list):
+        return [_nullable(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _nullable(v) for k, v in node.items()}
+    nullable = node.pop("nullable", False)
+    if nullable and "$ref" in node:
+        return {"anyOf": [{"$ref": node.pop("$ref")}, {"type": "null"}], **node}
+    if nullable and "type" in node:
+        node["type"] = [node["type"], "null"] if isinstance(node["type"], str) else [*node["type"], "null"]
+        if "enum" in node:
+            node["enum"] = [*node["enum"], None]
+    return node
+
+
 @pytest.fixture(scope="session")
 def openapi_schemas():
     from tests.tiny import FIXTURES
 
-    return json.loads((FIXTURES / "openai_finetune_subset.json").read_text())
+    return _nullable(json.loads((FIXTURES / "openai_finetune_subset.json").read_text()))
 
 
 def validate(schemas: dict, name: str, obj: dict) -> None:

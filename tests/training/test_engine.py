@@ -22,8 +22,8 @@ def test_loss_goes_down(make_config):
 
 def test_only_lora_weights_train(make_config, settings):
     from tunehouse.training.base_models import load_base_model
-    from tunehouse.training.engine import _train_step, _wrap_lora
     from tunehouse.training.batches import encode_file
+    from tunehouse.training.engine import _train_step, _wrap_lora
 
     config = make_config()
     model, tok, family = load_base_model(settings, config.base_model, torch.device("cpu"), torch.float32)

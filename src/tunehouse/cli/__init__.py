@@ -5,10 +5,16 @@ data (validate, split), service (serve, worker, keys), base models (models add/l
 fine_tuning.jobs, models over HTTP), chat/export, eval/quickstart.
 """
 
-from tunehouse.cli import client, jobs, models  # noqa: F401  (files, fine_tuning.jobs, models)
-from tunehouse.cli import data  # noqa: F401  (validate, split)
-from tunehouse.cli import eval  # noqa: F401  (eval, quickstart)
-from tunehouse.cli import service  # noqa: F401  (serve, worker, keys)
+# One block (ruff's isort merges imports from one package): add a module on its own line, keep them sorted.
+from tunehouse.cli import (  # noqa: F401  (importing a module registers its commands)
+    chat,  # chat, export
+    client,  # files
+    data,  # validate, split
+    eval,  # eval, quickstart
+    jobs,  # fine_tuning.jobs.*, fine-tuning jobs ...
+    models,  # models list/retrieve/delete/add/remove
+    service,  # serve, worker, keys
+)
 from tunehouse.cli.app import app
 
 __all__ = ["app"]

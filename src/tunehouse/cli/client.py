@@ -27,9 +27,9 @@ from tunehouse.cli.app import app, build_settings, console, err_console
 
 BaseUrlOpt = Annotated[
     str | None,
-    typer.Option("--base-url", help="Server URL [env TUNEHOUSE_BASE_URL, default http://127.0.0.1:8000/v1]"),
+    typer.Option("--base-url", help="Server URL (env TUNEHOUSE_BASE_URL; default http://127.0.0.1:8000/v1)"),
 ]
-ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key [env TUNEHOUSE_API_KEY]")]
+ApiKeyOpt = Annotated[str | None, typer.Option("--api-key", help="API key (env TUNEHOUSE_API_KEY)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the server's exact JSON object (for scripts)")]
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=10000, help="At most this many items")]
 AfterOpt = Annotated[str | None, typer.Option("--after", help="Cursor: list items after this id")]
@@ -93,7 +93,11 @@ class Conn:
                 "(or point --base-url / TUNEHOUSE_BASE_URL at a running one)"
             )
         except openai.APIStatusError as exc:
-            fail(format_api_error(exc))
+            line = format_api_error(exc)
+            body = exc.body if isinstance(exc.body, dict) else {}
+            if exc.status_code == 404 and "message" not in body and not self.base_url.endswith("/v1"):
+                line += f" - tunehouse serves its API under /v1: try --base-url {self.base_url}/v1"
+            fail(line)
 
     def print(self, obj: Any, title: str | None = None) -> None:
         """--json: the exact object; otherwise a key/value table."""
@@ -165,7 +169,7 @@ def print_rows(rows: list[dict], columns: list[str], title: str, empty: str) -> 
     table = Table(title=title, title_justify="left")
     for i, col in enumerate(columns):
         # Ids are what users copy into the next command: never fold them across lines.
-        table.add_column(col, overflow="fold", no_wrap=i == 0)
+        table.add_column(col, overflow="fold", no_wrap=i == 0 or col in _TIME_FIELDS)
     for row in rows:
         table.add_row(*(escape(fmt_value(col, row.get(col))) for col in columns))
     console.print(table)
@@ -200,7 +204,7 @@ def upload_file(conn: Conn, client, path: Path, purpose: str) -> dict:
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     if not path.is_file():
-        fail(f"{path}: no such file")
+        fail(f"{path}: {'not a regular file' if path.exists() else 'no such file'}")
     size = path.stat().st_size
     show_bar = console.is_terminal and not conn.as_json and size >= _UPLOAD_BAR_MIN_BYTES
     with (

@@ -192,14 +192,8 @@ def quickstart_command(
                                               "afterwards (Ctrl-C stops them)")] = False,
 ) -> None:
     """The whole loop in one command: validate -> fine-tune Gemma 3 270M -> evaluate tuned vs base -> chat."""
-    import openai
-
-    from tunehouse.cli.client import Conn
-    from tunehouse.cli.follow import follow_job
     from tunehouse.eval import quickstart as qs
     from tunehouse.eval.local_server import ServerUnavailable, local_server
-    from tunehouse.eval.report import write_report
-    from tunehouse.eval.runner import EvalError
 
     t0 = time.monotonic()
     settings = build_settings(data_dir)
@@ -211,54 +205,69 @@ def quickstart_command(
     _validate_step(train, settings)
     _prepare_base(settings)
     try:
-        server = local_server(settings, worker=True, port=settings.port if keep_server else 0)
-        url = server.__enter__()
+        with local_server(settings, worker=True, port=settings.port if keep_server else 0) as url:
+            ok = _train_and_evaluate(settings, url, train, heldout, work, t0, keep_server)
     except ServerUnavailable as e:
         fail(str(e))
-    try:
-        key = settings.api_key or _NO_KEY
-        client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=600)
-        console.print(f"[bold]3.[/] Server and worker running in this process at {url}")
-        with Conn(url, key).errors():
-            upload = client.files.create(file=train.open("rb"), purpose="fine-tune")
-            upload = client.files.wait_for_processing(upload.id, poll_interval=0.5)
-            if upload.status != "processed":
-                fail(f"the server rejected {train.name}: {upload.status_details}")
-            job = client.fine_tuning.jobs.create(
-                model=qs.BASE_MODEL, training_file=upload.id, suffix=qs.SUFFIX, seed=qs.SEED,
-                method={"type": "supervised", "supervised": {"hyperparameters": qs.HYPERPARAMETERS}})
-        console.print(f"[bold]4.[/] Uploaded {upload.id}; fine-tuning job {job.id} "
-                      f"(hyperparameters {qs.HYPERPARAMETERS}). Watch it elsewhere with "
-                      f"`tunehouse fine_tuning.jobs.follow -i {job.id} --base-url {url}`")
-        if follow_job(Conn(url, key), job.id, interval=1.0) != 0:
-            fail(f"job {job.id} did not succeed")
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _train_and_evaluate(settings, url: str, train: Path, heldout: Path, work: Path, t0: float,
+                        keep_server: bool) -> bool:
+    """Steps 3-6 against the in-process server; True when the tuned model beat its base by enough."""
+    import openai
+
+    from tunehouse.cli.client import Conn
+    from tunehouse.cli.follow import follow_job
+    from tunehouse.eval import quickstart as qs
+    from tunehouse.eval.report import write_report
+    from tunehouse.eval.runner import EvalError
+
+    key = settings.api_key or _NO_KEY
+    client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=600)
+    console.print(f"[bold]3.[/] Server and worker running in this process at {url}")
+    with Conn(url, key).errors():
+        with train.open("rb") as f:
+            upload = client.files.create(file=f, purpose="fine-tune")
+        upload = client.files.wait_for_processing(upload.id, poll_interval=0.5)
+        if upload.status != "processed":
+            fail(f"the server rejected {train.name}: {upload.status_details}")
+        job = client.fine_tuning.jobs.create(
+            model=qs.BASE_MODEL, training_file=upload.id, suffix=qs.SUFFIX, seed=qs.SEED,
+            method={"type": "supervised", "supervised": {"hyperparameters": qs.HYPERPARAMETERS}})
+    console.print(f"[bold]4.[/] Uploaded {upload.id}; fine-tuning job {job.id} with {qs.HYPERPARAMETERS} "
+                  "(the same calls as OpenAI's SDK examples, only base_url differs)")
+    if follow_job(Conn(url, key), job.id, interval=1.0) != 0:
+        fail(f"job {job.id} did not succeed")
+    t_trained = time.monotonic()
+    with Conn(url, key).errors():
         tuned = client.fine_tuning.jobs.retrieve(job.id).fine_tuned_model
-        console.print(f"[bold]5.[/] Evaluating {tuned} against {qs.BASE_MODEL} on the held-out questions")
+    console.print(f"[bold]5.[/] Evaluating {tuned} against {qs.BASE_MODEL} on the {_lines(heldout)} held-out "
+                  "questions (greedy decoding)")
+    try:
+        result = run_evaluation(client, tuned, qs.BASE_MODEL, heldout, qs.EVAL_OPTIONS, None)
+    except EvalError as e:
+        fail(str(e))
+    paths = write_report(result, work / "report")
+    print_result(result, paths)
+    ok, gain = qs.verdict(result)
+    s = result.summary()
+    end = time.monotonic()
+    console.print(f"{'[green]PASS[/]' if ok else '[red]FAIL[/]'}: the tuned model states its new identity on "
+                  f"{100 * (s['model'][qs.METRIC] or 0):.0f}% of unseen questions vs "
+                  f"{100 * (s['baseline'][qs.METRIC] or 0):.0f}% for the base ({gain:+.0f} points; "
+                  f"{qs.REQUIRED_GAIN * 100:.0f} needed). Total {(end - t0) / 60:.1f} min "
+                  f"(evaluation {(end - t_trained) / 60:.1f} min).")
+    _how_to_chat(tuned, settings, url if keep_server else None)
+    if keep_server:
+        console.print(f"Server and worker running at {url} (Ctrl-C to stop).")
         try:
-            result = run_evaluation(client, tuned, qs.BASE_MODEL, heldout, qs.EVAL_OPTIONS, None)
-        except EvalError as e:
-            fail(str(e))
-        paths = write_report(result, work / "report")
-        print_result(result, paths)
-        ok, gain = qs.verdict(result)
-        elapsed = time.monotonic() - t0
-        mark = "[green]PASS[/]" if ok else "[red]FAIL[/]"
-        console.print(f"{mark}: the tuned model states its new identity on "
-                      f"{100 * (result.summary()['model'][qs.METRIC] or 0):.0f}% of unseen questions vs "
-                      f"{100 * (result.summary()['baseline'][qs.METRIC] or 0):.0f}% for the base "
-                      f"({gain:+.0f} points; {qs.REQUIRED_GAIN * 100:.0f} needed). Total time {elapsed / 60:.1f} min.")
-        _how_to_chat(tuned, settings, url if keep_server else None)
-        if keep_server:
-            console.print(f"Server running at {url} (Ctrl-C to stop).")
-            try:
-                while True:
-                    time.sleep(3600)
-            except KeyboardInterrupt:
-                pass
-        if not ok:
-            raise typer.Exit(1)
-    finally:
-        server.__exit__(None, None, None)
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return ok
 
 
 def _lines(path: Path) -> int:

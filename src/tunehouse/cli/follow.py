@@ -173,6 +173,7 @@ def follow_job(conn: Conn, job_id: str, interval: float = 1.0) -> int:
     live_view = console.is_terminal and not conn.as_json
     plain = not live_view and not conn.as_json
     live = Live(render(state, time.time()), console=console, refresh_per_second=4) if live_view else None
+    settled = False
     last_ok, max_pages = time.monotonic(), 50  # the first poll reads the whole history (up to 5000 events)
     try:
         if live:
@@ -196,7 +197,12 @@ def follow_job(conn: Conn, job_id: str, interval: float = 1.0) -> int:
                         line = f"[{_clock(event.get('created_at'))}] {event.get('message', '')}"
                         console.print(escape(line), soft_wrap=True, highlight=False)
             if state.job.get("status") in ENDED:
-                break
+                if settled:
+                    break
+                # One more poll: the worker may write its last events just after the final status.
+                settled = True
+                time.sleep(min(interval, 0.5))
+                continue
             time.sleep(interval)
     except KeyboardInterrupt:
         if live:

@@ -19,7 +19,7 @@ from tunehouse.cli.client import ApiKeyOpt, BaseUrlOpt, JsonOpt, connect, fail, 
 
 models_app = typer.Typer(no_args_is_help=True, help="Models: base, fine-tuned and checkpoints (add/remove: local).")
 app.add_typer(models_app, name="models", rich_help_panel="Server (HTTP)")
-DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Data dir [env TUNEHOUSE_DATA_DIR]")]
+DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Data dir (env TUNEHOUSE_DATA_DIR)")]
 
 
 @models_app.command("list")

@@ -19,6 +19,7 @@ from typing import Any
 Problem = tuple[str, str]  # (code, message)
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+_PLAIN_ROLES = frozenset(ROLES)
 MESSAGE_KEYS = frozenset({"role", "content", "name", "function_call", "tool_calls", "tool_call_id", "weight"})
 PREFERENCE_KEYS = ("input", "preferred_output", "non_preferred_output", "preferred_completion",
                    "non_preferred_completion")
@@ -139,6 +140,10 @@ def check_messages(messages: Any, where: str = "messages", need_assistant: bool 
         return [("missing_messages_list", f"'{where}' must be a non-empty list of messages")]
     out: list[Problem] = []
     for i, m in enumerate(messages):
+        # Fast path for the common plain message ({"role", "content": non-empty string}): no allocations.
+        if type(m) is dict and len(m) == 2 and type(m.get("content")) is str and m["content"] and (
+                m.get("role") in _PLAIN_ROLES):
+            continue
         out.extend(check_message(m, f"{where}[{i}]"))
     if need_assistant and not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
         out.append(("example_missing_assistant_message", f"'{where}' has no assistant message to learn from"))

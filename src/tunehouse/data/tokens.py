@@ -39,8 +39,11 @@ def counter_from_tokenizer(tokenizer: Any) -> CountTokens:
     """
     backend = getattr(tokenizer, "backend_tokenizer", None) or getattr(tokenizer, "_tokenizer", None)
     if backend is not None and hasattr(backend, "encode_batch"):
+        # encode_batch_fast (tokenizers >= 0.21) skips character offsets, which counting does not need.
+        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+
         def count(texts: list[str]) -> list[int]:
-            return [len(e.ids) for e in backend.encode_batch(texts, add_special_tokens=False)] if texts else []
+            return [len(e) for e in encode(texts, add_special_tokens=False)] if texts else []
         return count
 
     def count_slow(texts: list[str]) -> list[int]:

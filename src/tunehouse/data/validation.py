@@ -19,7 +19,7 @@ from pathlib import Path
 from tunehouse.data.estimates import estimate_training
 from tunehouse.data.formats import check_example, detect_format
 from tunehouse.data.jsonl import read_jsonl
-from tunehouse.data.quality import quality_warnings, system_prompt
+from tunehouse.data.quality import scan_example
 from tunehouse.data.stats import Distribution
 from tunehouse.data.tokens import CountTokens, estimate_tokens, example_segments
 
@@ -144,9 +144,10 @@ class _Scan:
         if problems:
             return
         self.valid += 1
-        for code, message in quality_warnings(value, fmt):
+        warnings, system = scan_example(value, fmt)
+        for code, message in warnings:
             self.log.add(n, code, "warning", message)
-        self._track(n, item.raw, value, fmt)
+        self._track(n, item.raw, value, fmt, system)
         segments, overhead, trained_overhead = example_segments(value, fmt)
         self.pending.append((n, len(self.texts), len(segments), tuple(t for _, t in segments), overhead,
                              trained_overhead))
@@ -154,7 +155,7 @@ class _Scan:
         if len(self.texts) >= BATCH_TEXTS:
             self.flush()
 
-    def _track(self, n: int, raw: bytes, value: dict, fmt: str) -> None:
+    def _track(self, n: int, raw: bytes, value: dict, fmt: str, text: str | None) -> None:
         h = hash(raw.strip())
         first = self.seen.get(h)
         if first is not None:
@@ -168,7 +169,6 @@ class _Scan:
         if fmt != "completion":
             messages = value["messages"] if fmt == "chat" else value["input"]["messages"]
             self.n_messages.add(len(messages))
-        text = system_prompt(value, fmt)
         if text is not None:
             entry = self.systems.get(text)
             if entry:

@@ -51,6 +51,7 @@ class EvalOptions:
     schema: dict | None = None
     score_loss: bool = True
     template: str = "auto"  # chat format used to render prompts for loss scoring: auto | gemma | chatml | none
+    warmup: bool = True  # one untimed 1-token request per model first, so loading it is not counted as latency
 
 
 class Backend(Protocol):
@@ -142,6 +143,8 @@ def run_model(
     backend.check_model(model)
     gens, grades, scores = [], [], []
     can_score = options.score_loss and options.template != "none"
+    if options.warmup:
+        backend.generate(model, examples[0].messages, 1, options.temperature)
     for i, ex in enumerate(examples):
         max_tokens = options.max_tokens or auto_max_tokens(ex)
         gen = backend.generate(model, ex.messages, max_tokens, options.temperature)

@@ -8,6 +8,7 @@ with: llama.cpp only runs the forward passes on token ids, so both engines see e
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import logging
@@ -82,6 +83,8 @@ class LlamaCppEngine:
             model_path=str(self.gguf_path), n_ctx=settings.inference_context, n_batch=512, n_ubatch=512,
             n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
         )
+        # Free llama.cpp before interpreter shutdown tears down the ctypes bindings its destructor needs.
+        atexit.register(self.llm.close)
         self.vocab_size = self.llm.n_vocab()
         self.max_adapters = max(1, settings.max_loaded_adapters)
         self.adapters: OrderedDict[str, object] = OrderedDict()  # adapter dir -> llama_adapter_lora pointer

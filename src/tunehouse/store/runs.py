@@ -43,6 +43,9 @@ def worker_alive(worker_id: str) -> bool | None:
 
 def claim_job(conn: sqlite3.Connection, worker_id: str) -> sqlite3.Row | None:
     """Take the oldest queued job; one UPDATE ... RETURNING, so two workers never get the same job."""
+    # Idle workers poll every second: look before taking the write lock, so they do not contend for it.
+    if conn.execute("SELECT 1 FROM jobs WHERE status = 'queued' AND worker_id IS NULL LIMIT 1").fetchone() is None:
+        return None
     with transaction(conn):
         row = conn.execute(
             "UPDATE jobs SET status = 'running', worker_id = ?, heartbeat_at = ?, started_at = COALESCE(started_at, ?)"
@@ -73,6 +76,9 @@ def requeue_stale(
     """
     cutoff = time.time() - stale_after
     requeued = []
+    owned = conn.execute("SELECT worker_id, heartbeat_at FROM jobs WHERE worker_id IS NOT NULL").fetchall()
+    if not any((r["heartbeat_at"] or 0) < cutoff or alive(r["worker_id"]) is False for r in owned):
+        return requeued  # the common case, decided without the write lock
     with transaction(conn):
         rows = conn.execute("SELECT id, status, worker_id, heartbeat_at FROM jobs WHERE worker_id IS NOT NULL")
         rows = rows.fetchall()
@@ -106,8 +112,10 @@ def release_job(conn: sqlite3.Connection, job_id: str, worker_id: str, *, requeu
     """Drop ownership after the engine stopped (paused/cancelled/shutdown); `requeue` a still-running job."""
     with transaction(conn):
         if requeue:
-            conn.execute("UPDATE jobs SET status = 'queued' WHERE id = ? AND worker_id = ? AND status = 'running'",
-                         (job_id, worker_id))
+            cur = conn.execute("UPDATE jobs SET status = 'queued' WHERE id = ? AND worker_id = ?"
+                               " AND status = 'running'", (job_id, worker_id))
+            if cur.rowcount:
+                add_event(conn, job_id, "Worker shut down; job re-queued and will resume from its saved state")
         conn.execute("UPDATE jobs SET worker_id = NULL WHERE id = ? AND worker_id = ?", (job_id, worker_id))
 
 

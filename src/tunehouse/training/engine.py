@@ -188,7 +188,7 @@ def _train_step(model, optimizer, params, examples, batch, lengths, pad_id, devi
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return {"train_loss": loss_total / n_trained, "train_mean_token_accuracy": correct_total / n_trained,
-            "learning_rate": lr, "trained_tokens_in_step": n_trained}
+            "learning_rate": lr, "step_tokens": sum(lengths[i] for i in batch), "step_trained_tokens": n_trained}
 
 
 def _end_epoch(model, config, callbacks, progress, valid_set, vlengths, pad_id, device, resolved) -> None:

@@ -63,4 +63,13 @@ def serve_worker(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     _die_with_parent()
+    # Import torch and the engine while we wait for the first job (seconds on a busy CPU), not after claiming it.
+    threading.Thread(target=_preload_engine, daemon=True).start()
     return run_worker(settings, stop)
+
+
+def _preload_engine() -> None:
+    try:
+        import tunehouse.training.engine  # noqa: F401
+    except Exception as e:  # the job that needs it will report the real error
+        log.warning("could not preload the training engine: %s", e)

@@ -82,10 +82,24 @@ class StoreCallbacks:
         runs.record_metrics(self.conn, self.job["id"], metrics, metrics_message(metrics) if log_it else None)
         if self.first_step is None:
             self.first_step, self.started = step, time.monotonic()
+            self._publish_hyperparameters()
         elif log_it:
             per_step = (time.monotonic() - self.started) / max(step - self.first_step, 1)
             runs.set_estimated_finish(self.conn, self.job["id"], self.worker_id,
                                       int(time.time() + per_step * (total - step)))
+
+    def _publish_hyperparameters(self) -> None:
+        """Once training runs, the job shows the resolved values instead of "auto" (as OpenAI's jobs do)."""
+        from tunehouse.training.state import CONFIG_FILE
+
+        try:
+            resolved = json.loads((self.settings.jobs_dir / self.job["id"] / CONFIG_FILE).read_text(encoding="utf-8"))
+            hp = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        except (OSError, ValueError, KeyError) as e:
+            log.warning("job %s: resolved hyperparameters not readable: %s", self.job["id"], e)
+            return
+        self.conn.execute("UPDATE jobs SET hyperparameters = ? WHERE id = ? AND worker_id = ?",
+                          (json.dumps(hp), self.job["id"], self.worker_id))
 
     def on_checkpoint(self, checkpoint) -> None:
         runs.add_checkpoint(self.conn, self.job, checkpoint.step, checkpoint.adapter_dir, checkpoint.metrics,

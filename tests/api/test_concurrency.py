@@ -1,0 +1,45 @@
+"""200 concurrent mixed requests (uploads, job creation, reads) against one live server: zero errors."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from tests.api.live import chat_file
+from tests.conftest import TINY
+
+
+def test_200_concurrent_mixed_requests_all_succeed(client, tmp_path, schema_log):
+    train = client.files.create(file=chat_file(tmp_path, 12).open("rb"), purpose="fine-tune")
+    job = client.fine_tuning.jobs.create(model=TINY, training_file=train.id)
+    payload = chat_file(tmp_path, 10, "c.jsonl").read_bytes()
+
+    operations = [
+        lambda i: client.files.create(file=(f"c{i}.jsonl", payload), purpose="fine-tune").id,
+        lambda i: client.fine_tuning.jobs.create(model=TINY, training_file=train.id, metadata={"i": str(i)}).id,
+        lambda i: len(client.files.list(limit=5).data),
+        lambda i: client.files.retrieve(train.id).id,
+        lambda i: len(client.files.content(train.id).read()),
+        lambda i: len(client.fine_tuning.jobs.list(limit=5).data),
+        lambda i: client.fine_tuning.jobs.retrieve(job.id).id,
+        lambda i: len(client.fine_tuning.jobs.list_events(job.id).data),
+        lambda i: len(client.models.list().data),
+        lambda i: client.models.retrieve(TINY).id,
+    ]
+
+    def call(i: int):
+        try:
+            return ("ok", operations[i % len(operations)](i))
+        except Exception as e:  # collected, not raised, so every failure is reported at once
+            return ("error", f"request {i}: {type(e).__name__}: {e}")
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(call, range(200)))
+    errors = [r[1] for r in results if r[0] == "error"]
+    assert errors == []
+    assert schema_log.checked >= 202
+    new_files = {r[1] for i, r in enumerate(results) if i % len(operations) == 0}
+    assert len(new_files) == 20 and all(f.startswith("file-") for f in new_files)
+    created = [r[1] for i, r in enumerate(results) if i % len(operations) == 1]
+    assert len(set(created)) == 20
+    listed = {j.id for j in client.fine_tuning.jobs.list(limit=1000).data}
+    assert set(created) <= listed

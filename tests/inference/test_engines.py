@@ -1,0 +1,177 @@
+"""The fast engine (llama.cpp on GGUF) against the reference (transformers + peft) on the tiny model.
+
+The tiny base is converted to a float32 GGUF, so any difference beyond float rounding would be a mapping error
+in the LoRA conversion (names, layout, alpha/r scaling) or the base conversion (norm +1, tied head).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.inference.conftest import ALPHA_TEXT, PROMPTS
+
+pytest.importorskip("llama_cpp")
+
+
+@pytest.fixture
+def engines(settings, gguf_tiny_dir):
+    from tunehouse.catalog import add_base_model
+    from tunehouse.inference.engine_hf import HFEngine
+    from tunehouse.inference.engine_llamacpp import LlamaCppEngine
+
+    settings.inference_context = 256
+    add_base_model(settings, "tiny-gguf", gguf_tiny_dir, family="gemma")
+    return HFEngine(settings, "tiny-gguf"), LlamaCppEngine(settings, "tiny-gguf")
+
+
+def prompt_ids(tok, text):
+    from tunehouse.data.render import render_prompt
+
+    return tok(render_prompt([{"role": "user", "content": text}]), add_special_tokens=False)["input_ids"]
+
+
+def test_llamacpp_logits_match_peft_with_and_without_adapter(engines, adapters):
+    hf, fast = engines
+    ids = prompt_ids(hf.tokenizer, PROMPTS[0])
+    for adapter in (None, adapters["alpha"], adapters["beta"], None):
+        ref, got = hf.prefill(ids, adapter), fast.prefill(ids, adapter)
+        np.testing.assert_allclose(got, ref, atol=2e-3)
+        token = int(ref.argmax())
+        np.testing.assert_allclose(fast.step(token), hf.step(token), atol=2e-3)
+        hf.end(), fast.end()
+    # the adapter really changes the output, so the comparison above covered the LoRA path
+    assert not np.allclose(hf.prefill(ids, adapters["alpha"]), hf.prefill(ids, None), atol=1e-2)
+
+
+def test_llamacpp_prompt_scoring_matches_reference(engines, adapters):
+    hf, fast = engines
+    ids = prompt_ids(hf.tokenizer, PROMPTS[1])
+    ref = dict(hf.score_rows(ids, adapters["beta"]))
+    got = dict(fast.score_rows(ids, adapters["beta"]))
+    assert sorted(got) == list(range(1, len(ids)))
+    for pos in got:
+        np.testing.assert_allclose(got[pos], ref[pos], atol=2e-3)
+
+
+def test_greedy_generations_agree_and_adapters_switch_without_reloading(engines, adapters):
+    from tunehouse.inference.generate import generate, stop_token_ids
+    from tunehouse.inference.sampling import SamplingParams
+
+    hf, fast = engines
+    stops = stop_token_ids(hf.tokenizer)
+
+    def run(engine, adapter, text):
+        pieces = generate(engine, prompt_ids(engine.tokenizer, text), adapter, SamplingParams(32, 0.0), stops)
+        return "".join(p.text for p in pieces)
+
+    for adapter in (adapters["alpha"], adapters["beta"], adapters["alpha"]):
+        for text in PROMPTS:
+            assert run(fast, adapter, text) == run(hf, adapter, text)
+    assert fast.adapter_loads == 2
+
+
+def test_adapter_lru_evicts_and_reloads(settings, engines, adapters):
+    hf, fast = engines
+    fast.max_adapters = 1
+    ids = prompt_ids(fast.tokenizer, PROMPTS[2])
+    a1 = fast.prefill(ids, adapters["alpha"])
+    fast.prefill(ids, adapters["beta"])
+    assert len(fast.adapters) == 1
+    np.testing.assert_allclose(fast.prefill(ids, adapters["alpha"]), a1, atol=1e-5)
+    assert fast.adapter_loads == 3
+
+
+def test_lora_gguf_layout_and_alpha(settings, adapters, tmp_path):
+    import gguf
+
+    from tunehouse.inference.gguf_convert import write_lora_gguf
+
+    path = write_lora_gguf(adapters["alpha"], tmp_path / "a.gguf")
+    reader = gguf.GGUFReader(str(path))
+    assert reader.fields["general.type"].contents() == "adapter"
+    assert reader.fields["adapter.type"].contents() == "lora"
+    assert reader.fields["adapter.lora.alpha"].contents() == pytest.approx(16.0)
+    shapes = {t.name: list(t.shape) for t in reader.tensors}  # GGUF lists dims innermost first
+    assert shapes["blk.0.attn_q.weight.lora_a"] == [64, 8]  # PyTorch [r=8, in=64]
+    assert shapes["blk.0.attn_q.weight.lora_b"] == [8, 64]  # PyTorch [out=2*32, r=8]
+    assert shapes["blk.1.ffn_down.weight.lora_a"] == [128, 8]
+
+
+def test_rslora_scaling_is_folded_into_b(adapters, tmp_path):
+    import shutil
+
+    import gguf
+
+    from tunehouse.inference.gguf_convert import write_lora_gguf
+
+    plain = gguf.GGUFReader(str(write_lora_gguf(adapters["alpha"], tmp_path / "plain.gguf")))
+    rs = tmp_path / "rslora"
+    shutil.copytree(adapters["alpha"], rs)
+    cfg = json.loads((rs / "adapter_config.json").read_text())
+    cfg["use_rslora"] = True
+    (rs / "adapter_config.json").write_text(json.dumps(cfg))
+    folded = gguf.GGUFReader(str(write_lora_gguf(rs, tmp_path / "rs.gguf")))
+    b0 = {t.name: np.array(t.data) for t in plain.tensors}["blk.0.attn_q.weight.lora_b"]
+    b1 = {t.name: np.array(t.data) for t in folded.tensors}["blk.0.attn_q.weight.lora_b"]
+    # peft: alpha/sqrt(r) instead of alpha/r -> B grows by sqrt(r) = sqrt(8)
+    np.testing.assert_allclose(b1, b0 * np.sqrt(8), rtol=1e-6)
+
+
+def test_unconvertible_adapter_is_refused_clearly(adapters, tmp_path):
+    import shutil
+
+    from tunehouse.inference.gguf_convert import ConversionError, write_lora_gguf
+
+    dora = tmp_path / "dora"
+    shutil.copytree(adapters["alpha"], dora)
+    cfg = json.loads((dora / "adapter_config.json").read_text())
+    cfg["use_dora"] = True
+    (dora / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConversionError, match="use_dora"):
+        write_lora_gguf(dora, tmp_path / "d.gguf")
+
+
+def test_base_with_other_attention_scale_is_not_converted(settings, tiny_model_dir):
+    from tunehouse.inference.service import choose_engine
+
+    settings.engine = "auto"
+    name, reason = choose_engine(settings, "tiny-gemma")  # query_pre_attn_scalar 256 != head_dim 32
+    assert name == "hf" and "query_pre_attn_scalar" in reason
+
+
+def test_engine_choice_is_explicit(settings, gguf_tiny_dir):
+    from tunehouse.catalog import add_base_model
+    from tunehouse.inference.service import EngineUnavailable, choose_engine
+
+    add_base_model(settings, "tiny-gguf", gguf_tiny_dir, family="gemma")
+    settings.engine = "auto"
+    assert choose_engine(settings, "tiny-gguf")[0] == "llamacpp"
+    settings.engine = "hf"
+    assert choose_engine(settings, "tiny-gguf") == ("hf", "TUNEHOUSE_ENGINE=hf")
+    settings.engine = "turbo"
+    with pytest.raises(EngineUnavailable, match="auto, llamacpp, hf"):
+        choose_engine(settings, "tiny-gguf")
+
+
+def test_fast_engine_serves_the_api(settings, gguf_tiny_dir, adapters):
+    """End to end on the llama.cpp engine: a fine-tuned model answers in its style over HTTP."""
+    from fastapi.testclient import TestClient
+
+    from tests.inference.conftest import register_models
+    from tunehouse.api.app import create_app
+    from tunehouse.catalog import add_base_model
+
+    add_base_model(settings, "tiny-gemma", gguf_tiny_dir, family="gemma")  # re-point the base at the variant
+    settings.engine, settings.inference_context = "llamacpp", 256
+    register_models(settings, adapters)
+    with TestClient(create_app(settings)) as http:
+        r = http.post("/v1/chat/completions", json={
+            "model": "ft:tiny-gemma:tunehouse:alpha:aaaa1111", "messages": [{"role": "user", "content": PROMPTS[3]}],
+            "temperature": 0, "max_tokens": 30})
+    assert r.status_code == 200, r.text
+    assert r.json()["system_fingerprint"] == "tunehouse-llamacpp"
+    # the adapter was trained on the original attention scale; on this variant it still answers in style
+    assert r.json()["choices"][0]["message"]["content"].split()[0] == ALPHA_TEXT.split()[0]

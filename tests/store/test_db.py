@@ -1,0 +1,88 @@
+"""SQLite store basics: WAL, versioned schema, pagination cursors, files on disk."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+
+import pytest
+
+from tunehouse.config import Settings
+from tunehouse.store import db, files
+from tunehouse.store.errors import NotFound
+
+
+@pytest.fixture
+def conn(tmp_path):
+    c = db.connect(Settings(data_dir=tmp_path))
+    yield c
+    c.close()
+
+
+def test_database_is_wal_and_at_latest_schema_version(conn):
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(db.MIGRATIONS)
+
+
+def test_migrations_run_once_even_when_processes_start_together(tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    errors = []
+
+    def open_db():
+        try:
+            db.connect(settings).close()
+        except Exception as e:  # pragma: no cover - the assertion shows it
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_db) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sqlite3.connect(settings.db_path).execute("PRAGMA user_version").fetchone()[0] == len(db.MIGRATIONS)
+
+
+def test_transaction_rolls_back_on_error(conn):
+    with pytest.raises(RuntimeError), db.transaction(conn):
+        conn.execute("INSERT INTO events (id, job_id, created_at, level, message, type) VALUES ('e', 'j', 0, 'info',"
+                     " 'm', 'message')")
+        raise RuntimeError("boom")
+    assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 0
+
+
+def _add(conn, settings, tmp_path, name, project="p", purpose="assistants"):
+    src = tmp_path / f"src-{name}"
+    src.write_bytes(name.encode())
+    return files.add_file(conn, settings, project=project, filename=name, purpose=purpose, src=src)
+
+
+def test_list_page_cursor_both_orders_and_unknown_cursor(conn, tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    ids = [_add(conn, settings, tmp_path, f"f{i}")["id"] for i in range(5)]
+    rows, more = files.list_files(conn, "p", limit=2, order="asc")
+    assert [r["id"] for r in rows] == ids[:2] and more
+    rows, more = files.list_files(conn, "p", limit=10, order="asc", after=ids[1])
+    assert [r["id"] for r in rows] == ids[2:] and not more
+    rows, _ = files.list_files(conn, "p", limit=10, order="desc", after=ids[3])
+    assert [r["id"] for r in rows] == ids[:3][::-1]
+    assert files.list_files(conn, "p", after="file-unknown")[0] == []
+
+
+def test_file_blob_is_moved_into_the_store_and_deleted_with_the_row(conn, tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    row = _add(conn, settings, tmp_path, "a.txt")
+    blob = db.blob_path(settings, row["id"])
+    assert blob.read_bytes() == b"a.txt" and not (tmp_path / "src-a.txt").exists()
+    files.delete_file(conn, settings, "p", row["id"])
+    assert not blob.exists()
+    with pytest.raises(NotFound):
+        files.get_file(conn, "p", row["id"])
+
+
+def test_files_are_scoped_by_project(conn, tmp_path):
+    settings = Settings(data_dir=tmp_path)
+    row = _add(conn, settings, tmp_path, "a.txt", project="one")
+    with pytest.raises(NotFound):
+        files.get_file(conn, "two", row["id"])
+    assert files.list_files(conn, "two")[0] == []

@@ -1,0 +1,41 @@
+"""The `auto` hyperparameter rules and the learning-rate schedule."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunehouse.training import hparams
+
+
+@pytest.mark.parametrize(("n", "epochs"), [(10, 10), (30, 4), (34, 3), (1000, 3), (8333, 3), (8334, 2), (10000, 2), (2, 25)])
+def test_auto_epochs_follow_the_cookbook_rule(n, epochs):
+    assert hparams.auto_n_epochs(n) == epochs
+
+
+@pytest.mark.parametrize(("n", "bs"), [(10, 1), (199, 1), (200, 2), (1000, 8), (1700, 16), (100000, 32)])
+def test_auto_batch_size(n, bs):
+    assert hparams.auto_batch_size(n) == bs
+
+
+def test_auto_learning_rate_scales_down_for_small_batches():
+    assert hparams.auto_learning_rate_multiplier(8) == 1.0
+    assert hparams.auto_learning_rate_multiplier(2) == pytest.approx(0.5)
+
+
+def test_explicit_values_are_kept_and_batch_clamped_to_the_data():
+    hp = hparams.resolve_hyperparameters(5, 2, 16, 0.5)
+    assert hp == {"n_epochs": 2, "batch_size": 5, "learning_rate_multiplier": 0.5}
+
+
+def test_non_positive_values_are_rejected():
+    with pytest.raises(ValueError, match="must be positive"):
+        hparams.resolve_hyperparameters(100, 0, 4, 1.0)
+
+
+def test_schedule_warms_up_then_decays_to_a_tenth():
+    peak, total = 1.0, 100
+    lrs = [hparams.lr_at(s, total, peak) for s in range(total)]
+    warmup = round(hparams.WARMUP_FRACTION * total)
+    assert lrs[0] < lrs[warmup - 1] == pytest.approx(peak)
+    assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:], strict=False))
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01)

@@ -1,0 +1,128 @@
+"""The worker with the real engine on the tiny model: success, shutdown re-queue + resume, failures; formatting."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import threading
+
+import pytest
+
+from tests.conftest import TINY
+from tests.tiny import FIXTURES
+from tunehouse.store import db, files, jobs, runs
+from tunehouse.store.checks import validate_job_files
+from tunehouse.worker.main import run_worker
+from tunehouse.worker.runner import metrics_message, should_log_step, training_config, write_results_csv
+
+
+def _queued_job(settings, conn, tmp_path, n_epochs=2, batch_size=4, base=TINY):
+    src = tmp_path / "train.jsonl"
+    lines = (FIXTURES / "identity_chat.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    f = files.add_file(conn, settings, project="p", filename="t.jsonl", purpose="fine-tune", src=src)
+    spec = {"model": base, "base_model": base, "training_file": f["id"], "seed": 0, "suffix": "w", "metadata": None,
+            "hyperparameters": {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": "auto"}}
+    job = jobs.create_job(conn, settings, "p", spec)
+    assert validate_job_files(conn, settings, job["id"]) == "queued"
+    return job["id"]
+
+
+def _messages(conn, job_id):
+    return [e["message"] for e in jobs.list_events(conn, job_id, limit=1000)[0]][::-1]
+
+
+def test_run_worker_trains_a_job_to_success(settings, tmp_path):
+    conn = db.connect(settings)
+    job_id = _queued_job(settings, conn, tmp_path)
+    assert run_worker(settings, max_jobs=1) == 1
+    job = jobs.get_job(conn, "p", job_id)
+    assert job["status"] == "succeeded" and job["fine_tuned_model"].startswith(f"ft:{TINY}:")
+    assert job["trained_tokens"] > 0 and job["worker_id"] is None
+    msgs = _messages(conn, job_id)
+    assert "Fine-tuning job started" in msgs and msgs[-1] == "The job has successfully completed"
+    assert sum(m.startswith("Step ") for m in msgs) == 6
+    assert conn.execute("SELECT COUNT(*) FROM checkpoints WHERE job_id = ?", (job_id,)).fetchone()[0] == 2
+
+
+def test_shutdown_mid_job_requeues_and_the_next_run_resumes(settings, tmp_path):
+    conn = db.connect(settings)
+    job_id = _queued_job(settings, conn, tmp_path, n_epochs=6, batch_size=2)
+    stop = threading.Event()
+
+    def stop_after_a_few_steps():
+        while not stop.is_set():
+            if conn_watch.execute("SELECT COUNT(*) FROM job_metrics WHERE job_id = ?", (job_id,)).fetchone()[0] >= 3:
+                stop.set()
+            stop.wait(0.05)
+
+    conn_watch = db.connect(settings)
+    watcher = threading.Thread(target=stop_after_a_few_steps)
+    watcher.start()
+    run_worker(settings, stop_event=stop)
+    watcher.join()
+    row = jobs.get_job(conn, "p", job_id)
+    assert row["status"] == "queued" and row["worker_id"] is None
+    hp = json.loads(row["hyperparameters"])  # resolved as soon as training ran, no longer "auto"
+    assert (hp["n_epochs"], hp["batch_size"]) == (6, 2) and isinstance(hp["learning_rate_multiplier"], float)
+    run_worker(settings, max_jobs=1)
+    assert jobs.get_job(conn, "p", job_id)["status"] == "succeeded"
+    msgs = _messages(conn, job_id)
+    assert any(m.startswith("Resuming from step") for m in msgs)
+    assert "Fine-tuning job resumed by a worker" in msgs
+    steps = [r[0] for r in conn.execute("SELECT step FROM job_metrics WHERE job_id = ? ORDER BY step", (job_id,))]
+    assert steps == list(range(1, 37))
+
+
+def test_engine_error_fails_the_job_with_a_clear_message(settings, tmp_path):
+    conn = db.connect(settings)
+    job_id = _queued_job(settings, conn, tmp_path)
+    conn.execute("UPDATE jobs SET base_model = 'vanished-model' WHERE id = ?", (job_id,))
+    run_worker(settings, max_jobs=1)
+    job = jobs.get_job(conn, "p", job_id)
+    assert job["status"] == "failed" and "vanished-model" in job["error"]
+    assert _messages(conn, job_id)[-1].startswith("Unknown base model 'vanished-model'")
+
+
+def test_deleted_training_file_fails_validation(settings, tmp_path):
+    conn = db.connect(settings)
+    job_id = _queued_job(settings, conn, tmp_path)
+    conn.execute("UPDATE jobs SET status = 'validating_files' WHERE id = ?", (job_id,))
+    shutil.rmtree(settings.blobs_dir)
+    assert validate_job_files(conn, settings, job_id) == "failed"
+    assert "file_not_found" in jobs.get_job(conn, "p", job_id)["error"]
+
+
+def test_metrics_message_matches_openai_wording():
+    m = {"step": 12, "total_steps": 300, "train_loss": 0.2512, "valid_loss": 0.371}
+    assert metrics_message(m) == "Step 12/300: training loss=0.25, validation loss=0.37"
+    assert metrics_message({"step": 1, "total_steps": 2, "train_loss": 3.0}) == "Step 1/2: training loss=3.00"
+
+
+@pytest.mark.parametrize("total", [6, 100, 1000, 25_000])
+def test_metrics_events_are_throttled_to_about_a_hundred(total):
+    logged = [s for s in range(1, total + 1) if should_log_step(s, total, False)]
+    assert logged[0] == 1 and logged[-1] == total and len(logged) <= 102
+    if total <= 100:
+        assert len(logged) == total
+
+
+def test_results_csv_has_openai_columns_and_blank_unmeasured_cells(tmp_path):
+    path = tmp_path / "r.csv"
+    write_results_csv([{"step": 1, "train_loss": 2.0, "train_mean_token_accuracy": 0.5},
+                       {"step": 2, "train_loss": 1.0, "train_mean_token_accuracy": 0.6, "valid_loss": 1.5,
+                        "valid_mean_token_accuracy": 0.4}], path)
+    rows = list(csv.reader(path.open()))
+    assert rows == [["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"],
+                    ["1", "2.0", "0.5", "", ""], ["2", "1.0", "0.6", "1.5", "0.4"]]
+
+
+def test_training_config_comes_from_the_job_row(settings, tmp_path):
+    conn = db.connect(settings)
+    job = jobs.get_job(conn, "p", _queued_job(settings, conn, tmp_path, n_epochs=3, batch_size=2))
+    config = training_config(settings, job)
+    assert (config.n_epochs, config.batch_size, config.learning_rate_multiplier) == (3, 2, "auto")
+    assert config.output_dir == settings.jobs_dir / job["id"] and config.training_file.is_file()
+    assert config.data_dir == settings.data_dir and config.keep_checkpoints == settings.keep_checkpoints
+    assert runs.job_metrics(conn, job["id"]) == []
