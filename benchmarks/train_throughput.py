@@ -200,7 +200,8 @@ def main() -> None:
 
     peak = matmul_peak_gflops()
     body, head = model_sizes(args.data_dir)
-    runs = {k: child(k, args) for k in ("tunehouse", "trl_tuned", "trl_default")}
+    # TRL defaults first: the likeliest to fail, so a broken setup shows early.
+    runs = {k: child(k, args) for k in ("trl_default", "tunehouse", "trl_tuned")}
     for kind, r in runs.items():
         head_positions = r["trained_tokens"] if kind == "tunehouse" else r["tokens"]
         r["gflop_s"] = (4 * body * r["tokens"] + 4 * head * head_positions) / r["seconds"] / 1e9

@@ -24,10 +24,13 @@ def legacy_openai(request) -> Path:
     venv = Path(request.config.cache.mkdir("legacy-openai-2.34.0"))
     exe = venv / "bin" / "openai"
     if not exe.exists():
-        made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True)
-        if made.returncode == 0:
-            made = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", LEGACY], capture_output=True,
-                                  timeout=600)
+        try:
+            made = subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], capture_output=True)
+            if made.returncode == 0:
+                made = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", LEGACY], capture_output=True,
+                                      timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"installing {LEGACY} timed out (no package registry?)")
         if made.returncode != 0 or not exe.exists():
             pytest.skip(f"cannot build a virtualenv with {LEGACY}: {made.stderr.decode()[-300:]}")
     return exe

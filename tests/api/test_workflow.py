@@ -113,6 +113,17 @@ def test_resolve_model_gives_base_and_adapter_for_inference(server, finished):
         resolve(settings, "beta", finished.fine_tuned_model)
 
 
+def test_a_fine_tuned_checkpoint_can_be_trained_further(client, finished, log):
+    ckpt = f"{finished.fine_tuned_model}:ckpt-step-3"
+    job = client.fine_tuning.jobs.create(model=ckpt, training_file=finished.training_file, suffix="more")
+    assert job.model == ckpt
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.fine_tuning.jobs.create(model="ft:tiny-gemma:tunehouse:x:nope1234", training_file=finished.training_file)
+    assert e.value.body["param"] == "model"
+    assert log.problems == []
+
+
 def test_models_are_per_project_and_deletable(client, server, finished, log):
     other = sdk_client(server, log, "key-beta")
     with pytest.raises(openai.NotFoundError):

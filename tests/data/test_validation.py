@@ -70,8 +70,11 @@ def test_counter_is_called_in_batches(write_jsonl):
         calls.append(len(texts))
         return _words(texts)
 
-    validate_file(write_jsonl(good_chats(3000)), count_tokens=counter)
-    assert sum(calls) == 3000 * 3 and len(calls) <= 3
+    report = validate_file(write_jsonl(good_chats(3000)), count_tokens=counter)
+    # user + assistant per example; the system prompt, the same in every example, is counted once.
+    assert sum(calls) == 3000 * 2 + 1 and len(calls) <= 3
+    per_example = BOS_TOKENS + (FOLDED_OVERHEAD + 5) + (TURN_OVERHEAD + 8) + (TURN_OVERHEAD + 6)  # words
+    assert report.stats["total_tokens"] == 3000 * per_example
 
 
 def test_without_a_tokenizer_counts_are_flagged_as_estimates(write_jsonl):
@@ -131,3 +134,14 @@ def test_memory_does_not_grow_with_file_size(write_jsonl, monkeypatch):
     small = _peak(write_jsonl(rows[:2500], name="small.jsonl"))
     large = _peak(write_jsonl(rows, name="large.jsonl"))
     assert large < small * 1.5, (small, large)
+
+
+def test_data_package_stays_pure():
+    import subprocess
+    import sys
+
+    code = ("import sys, tunehouse.data.validation, tunehouse.data.split, tunehouse.data.estimates; "
+            "bad = [m for m in ('torch', 'sqlite3', 'fastapi', 'transformers') if m in sys.modules]; "
+            "ours = [m for m in sys.modules if m.startswith('tunehouse.') and not m.startswith('tunehouse.data')]; "
+            "assert not bad and not ours, (bad, ours)")
+    subprocess.run([sys.executable, "-c", code], check=True)

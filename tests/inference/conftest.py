@@ -28,9 +28,9 @@ TOOL_CALL = {"id": "call_1", "type": "function", "function": {"name": "lookup", 
 
 
 def train_adapter(base_dir: Path, out_dir: Path, answer: str | dict, steps: int = 40, seed: int = 0,
-                  tools: list | None = None) -> Path:
+                  tools: list | None = None, checkpoint: tuple[int, Path] | None = None) -> Path:
     """A real LoRA fine-tune (Adam, all linear layers) teaching the tiny model to answer every prompt with `answer`
-    (a text, or an assistant message such as a tool call)."""
+    (a text, or an assistant message such as a tool call); `checkpoint=(step, dir)` also saves that step."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -55,11 +55,18 @@ def train_adapter(base_dir: Path, out_dir: Path, answer: str | dict, steps: int 
     mask = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _, _ in batch])
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-2)
     model.train()
-    for _ in range(steps):
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains fastest on one thread, and far faster on a busy machine
+    try:
+        for step in range(1, steps + 1):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if checkpoint and step == checkpoint[0]:
+                model.save_pretrained(checkpoint[1])
+    finally:
+        torch.set_num_threads(threads)
     model.save_pretrained(out_dir)
     return out_dir
 
@@ -68,9 +75,9 @@ def train_adapter(base_dir: Path, out_dir: Path, answer: str | dict, steps: int 
 def adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapters")
     return {
-        "alpha": train_adapter(tiny_model_dir, root / "alpha", ALPHA_TEXT, seed=1),
+        "alpha": train_adapter(tiny_model_dir, root / "alpha", ALPHA_TEXT, seed=1, checkpoint=(20, root / "alpha-20")),
+        "alpha_ckpt": root / "alpha-20",  # the same run's step-20 checkpoint
         "beta": train_adapter(tiny_model_dir, root / "beta", BETA_TEXT, seed=2),
-        "alpha_ckpt": train_adapter(tiny_model_dir, root / "alpha-ckpt", ALPHA_TEXT, steps=20, seed=1),
         "tools": train_adapter(tiny_model_dir, root / "tools", {"role": "assistant", "content": None,
                                                                 "tool_calls": [TOOL_CALL]}, seed=3, tools=TOOLS),
     }

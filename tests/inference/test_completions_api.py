@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
 from tests.conftest import TINY
-from tests.inference.conftest import ALPHA_TEXT, FT_A
+from tests.inference.conftest import ALPHA_TEXT, FT_A, FT_B
 from tunehouse.data.render import render_prompt
 
 PROMPT = render_prompt([{"role": "user", "content": "hello there"}])
@@ -43,9 +42,14 @@ def test_echo_logprobs_score_the_prompt_like_a_forward_pass(client, app):
         logits = engine.peft(input_ids=torch.tensor([ids])).logits[0].float()
     expected = torch.log_softmax(logits, -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
     assert lp.token_logprobs[1:] == pytest.approx(expected.tolist(), abs=1e-4)
-    # the trained answer is likely under its own adapter
-    answer = [x for x, o in zip(lp.token_logprobs, lp.text_offset, strict=True) if o >= len(PROMPT)]
-    assert math.exp(sum(answer) / len(answer)) > 0.5
+
+    def answer_logprob(model):
+        r = client.completions.create(model=model, prompt=scored, max_tokens=0, echo=True, logprobs=0)
+        lp = r.choices[0].logprobs
+        return sum(x for x, o in zip(lp.token_logprobs, lp.text_offset, strict=True) if o >= len(PROMPT))
+
+    # the answer alpha was trained on is likelier under alpha than under beta or the base
+    assert answer_logprob(FT_A) > max(answer_logprob(FT_B), answer_logprob(TINY)) + 1.0
 
 
 def test_token_id_prompts_and_batches(client):

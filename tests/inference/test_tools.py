@@ -14,10 +14,10 @@ ASK = [{"role": "user", "content": "hello there"}]
 
 def test_tool_call_is_returned_as_tool_calls(client, openapi_schemas):
     raw = client.chat.completions.with_raw_response.create(model=FT_T, messages=ASK, tools=TOOLS, temperature=0,
-                                                           max_tokens=40)
+                                                           max_tokens=80)
     validate(openapi_schemas, "CreateChatCompletionResponse", raw.http_response.json())
     choice = raw.parse().choices[0]
-    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None, choice.message.content
     call = choice.message.tool_calls[0]
     assert call.type == "function" and call.id.startswith("call_")
     assert call.function.name == "lookup" and json.loads(call.function.arguments) == {"city": "Paris"}
@@ -25,7 +25,7 @@ def test_tool_call_is_returned_as_tool_calls(client, openapi_schemas):
 
 def test_streamed_tool_call_arrives_as_a_tool_calls_delta(http, openapi_schemas):
     r = http.post("/v1/chat/completions", json={"model": FT_T, "messages": ASK, "tools": TOOLS, "temperature": 0,
-                                                "max_tokens": 40, "stream": True})
+                                                "max_tokens": 80, "stream": True})
     chunks = [json.loads(ln[6:]) for ln in r.text.split("\n") if ln.startswith("data: {")]
     for c in chunks:
         validate(openapi_schemas, "CreateChatCompletionStreamResponse", c)
@@ -36,14 +36,14 @@ def test_streamed_tool_call_arrives_as_a_tool_calls_delta(http, openapi_schemas)
 
 
 def test_named_tool_choice_forces_that_call(client):
-    r = client.chat.completions.create(model=FT_T, messages=ASK, tools=TOOLS, temperature=0, max_tokens=40,
+    r = client.chat.completions.create(model=FT_T, messages=ASK, tools=TOOLS, temperature=0, max_tokens=80,
                                        tool_choice={"type": "function", "function": {"name": "lookup"}})
     assert r.choices[0].finish_reason == "tool_calls"
     assert json.loads(r.choices[0].message.tool_calls[0].function.arguments) == {"city": "Paris"}
 
 
 def test_tool_choice_none_returns_text(client):
-    r = client.chat.completions.create(model=FT_T, messages=ASK, tools=TOOLS, temperature=0, max_tokens=40,
+    r = client.chat.completions.create(model=FT_T, messages=ASK, tools=TOOLS, temperature=0, max_tokens=80,
                                        tool_choice="none")
     assert r.choices[0].finish_reason == "stop" and r.choices[0].message.tool_calls is None
     assert r.choices[0].message.content.startswith("<tool_call>")

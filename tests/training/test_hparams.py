@@ -7,7 +7,9 @@ import pytest
 from tunehouse.training import hparams
 
 
-@pytest.mark.parametrize(("n", "epochs"), [(10, 10), (30, 4), (34, 3), (1000, 3), (8333, 3), (8334, 2), (10000, 2), (2, 25)])
+@pytest.mark.parametrize(
+    ("n", "epochs"), [(10, 10), (30, 4), (34, 3), (1000, 3), (8333, 3), (8334, 2), (10000, 2), (2, 25)]
+)
 def test_auto_epochs_follow_the_cookbook_rule(n, epochs):
     assert hparams.auto_n_epochs(n) == epochs
 
@@ -17,9 +19,9 @@ def test_auto_batch_size(n, bs):
     assert hparams.auto_batch_size(n) == bs
 
 
-def test_auto_learning_rate_scales_down_for_small_batches():
-    assert hparams.auto_learning_rate_multiplier(8) == 1.0
-    assert hparams.auto_learning_rate_multiplier(2) == pytest.approx(0.5)
+def test_auto_learning_rate_is_the_calibrated_base():
+    assert hparams.BASE_LEARNING_RATE == 2e-4
+    assert hparams.auto_learning_rate_multiplier(1) == hparams.auto_learning_rate_multiplier(32) == 1.0
 
 
 def test_explicit_values_are_kept_and_batch_clamped_to_the_data():

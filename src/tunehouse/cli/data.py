@@ -133,9 +133,12 @@ def validate(
         if path is not None and not path.is_file():
             raise _usage_error(f"{path}: {'is a directory' if path.is_dir() else 'no such file'}")
     count = _count_tokens_for(model) if model else None
+    settings = build_settings()
+    base = model or settings.default_base_model
     try:
+        # The base model only picks the throughput figure for the time estimate (aliases resolved first).
         report = validate_file(file, validation_path=validation_file, count_tokens=count,
-                               context_length=context_length, model=model or build_settings().default_base_model)
+                               context_length=context_length, model=settings.model_aliases.get(base, base))
     except JsonlFileError as exc:
         raise _usage_error(str(exc)) from exc
     if as_json:
@@ -144,7 +147,7 @@ def validate(
         _print_report(report, "Training file")
         if report.validation is not None:
             _print_report(report.validation, "Validation file")
-        if report.estimate:
+        if report.estimate and report.stats["valid_examples"]:
             console.print(_estimate_panel(report.estimate, report.tokens_are_estimates))
         console.print("[green]OK: the data is trainable.[/green]" if report.ok
                       else "[red]Not trainable: fix the errors above.[/red]")

@@ -19,6 +19,7 @@ from typing import Any
 MAX_LINE_BYTES = 8 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _SNIFF_BYTES = 8192
+_ARRAY_HINT = "the file is a JSON array, not JSONL: put one example object per line (jq -c '.[]' in.json > out.jsonl)"
 
 _decoder = json.JSONDecoder()
 
@@ -76,7 +77,7 @@ def _skip_ws(text: str) -> int:
 
 def _open(path: str | Path):
     try:
-        return open(path, "rb")  # noqa: SIM115 - closed by the generator below
+        return open(path, "rb")  # closed by the callers' `with`
     except FileNotFoundError as exc:
         raise JsonlFileError(f"{path}: no such file") from exc
     except IsADirectoryError as exc:
@@ -133,9 +134,9 @@ def read_jsonl(path: str | Path, max_line_bytes: int | None = None) -> Iterator[
         return
     for number, raw, had_newline in iter_raw_lines(path, max_line_bytes):
         if raw is None:
+            limit = f"{max_line_bytes / 2**20:g} MiB" if max_line_bytes >= 2**20 else f"{max_line_bytes} bytes"
             yield JsonlLine(number, error="line_too_long",
-                            message=f"line is longer than {max_line_bytes // (1024 * 1024)} MiB; "
-                                    "each line must hold one example")
+                            message=f"line is longer than {limit}; each line must hold one example")
             continue
         if not raw.strip():
             continue
@@ -143,12 +144,10 @@ def read_jsonl(path: str | Path, max_line_bytes: int | None = None) -> Iterator[
         if item.error == "invalid_json" and number == 1 and raw.lstrip().startswith(b"["):
             # A JSON array (usually pretty-printed): every later line would be garbage too.
             item = JsonlLine(1, raw=raw, error="data_type", fatal=True,
-                             message="the file is a JSON array, not JSONL: put one example object per line "
-                                     "(e.g. jq -c '.[]' data.json > data.jsonl)")
+                             message=_ARRAY_HINT)
             yield item
             return
         if item.error is None and isinstance(item.value, list) and number == 1:
             item = JsonlLine(1, raw=raw, error="data_type",
-                             message="the file is a JSON array, not JSONL: put one example object per line "
-                                     "(e.g. jq -c '.[]' data.json > data.jsonl)")
+                             message=_ARRAY_HINT)
         yield item

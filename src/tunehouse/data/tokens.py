@@ -61,23 +61,31 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _message_segments(m: dict, out: list[tuple[str, bool]]) -> int:
-    """Append (text, trained) segments of one message; return its fixed overhead in tokens."""
+# Segment kinds: a trained text, an untrained one, and an untrained one that usually repeats across examples
+# (system/developer prompts, tool schemas), whose count the validator caches instead of re-tokenizing.
+UNTRAINED, TRAINED, SHARED = 0, 1, 2
+
+
+def _message_segments(m: dict, out: list[tuple[str, int]]) -> int:
+    """Append (text, kind) segments of one message; return its fixed overhead in tokens."""
     role = m.get("role")
-    trained = role == "assistant" and m.get("weight", 1) != 0
-    out.append((_text(m.get("content")), trained))
+    if role in ("system", "developer"):
+        out.append((_text(m.get("content")), SHARED))
+        return FOLDED_OVERHEAD
+    kind = TRAINED if role == "assistant" and m.get("weight", 1) != 0 else UNTRAINED
+    out.append((_text(m.get("content")), kind))
     calls = m.get("tool_calls") or m.get("function_call")
     if calls:
-        out.append((json.dumps(calls, ensure_ascii=False), trained))
-    return FOLDED_OVERHEAD if role in ("system", "developer") else TURN_OVERHEAD
+        out.append((json.dumps(calls, ensure_ascii=False), kind))
+    return TURN_OVERHEAD
 
 
-def example_segments(example: dict, fmt: str) -> tuple[list[tuple[str, bool]], int, int]:
-    """(segments [(text, trained)], overhead tokens, trained overhead tokens) of a VALID example."""
-    segments: list[tuple[str, bool]] = []
+def example_segments(example: dict, fmt: str) -> tuple[list[tuple[str, int]], int, int]:
+    """(segments [(text, kind)], overhead tokens, trained overhead tokens) of a VALID example."""
+    segments: list[tuple[str, int]] = []
     overhead, trained_overhead = BOS_TOKENS, 0
     if fmt == "completion":
-        segments = [(example["prompt"], False), (example["completion"], True)]
+        segments = [(example["prompt"], UNTRAINED), (example["completion"], TRAINED)]
         return segments, overhead, 0
     if fmt == "preference":
         inp = example["input"]
@@ -88,7 +96,7 @@ def example_segments(example: dict, fmt: str) -> tuple[list[tuple[str, bool]], i
     else:
         messages, tools = example["messages"], example.get("tools")
     if tools:
-        segments.append((json.dumps(tools, ensure_ascii=False), False))
+        segments.append((json.dumps(tools, ensure_ascii=False), SHARED))
     for m in messages:
         overhead += _message_segments(m, segments)
         if m.get("role") == "assistant" and m.get("weight", 1) != 0:

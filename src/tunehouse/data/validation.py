@@ -21,7 +21,7 @@ from tunehouse.data.formats import check_example, detect_format
 from tunehouse.data.jsonl import read_jsonl
 from tunehouse.data.quality import scan_example
 from tunehouse.data.stats import Distribution
-from tunehouse.data.tokens import CountTokens, estimate_tokens, example_segments
+from tunehouse.data.tokens import SHARED, TRAINED, CountTokens, estimate_tokens, example_segments
 
 MIN_EXAMPLES = 10
 MAX_ISSUES_PER_CODE = 100
@@ -106,9 +106,9 @@ class Report:
 class _Scan:
     """Streaming state of one file's validation."""
 
-    def __init__(self, count: CountTokens, context_length: int | None, expected_format: str | None,
+    def __init__(self, count: CountTokens, counted: bool, context_length: int | None, expected_format: str | None,
                  train_hashes: dict | None):
-        self.count, self.context_length = count, context_length
+        self.count, self.counted, self.context_length = count, counted, context_length
         self.format, self.format_line = expected_format, None
         self.train_hashes = train_hashes
         self.log = IssueLog()
@@ -118,7 +118,10 @@ class _Scan:
         self.n_messages, self.tokens, self.trained = Distribution(), Distribution(), Distribution()
         self.tokens_per_epoch = self.supervised_per_epoch = self.over_context = 0
         self.texts: list[str] = []
-        self.pending: list[tuple[int, int, int, tuple[bool, ...], int, int]] = []
+        # (line, first text, n texts, trained mask, overhead, trained overhead, indices of shared texts)
+        self.pending: list[tuple[int, int, int, tuple[bool, ...], int, int, tuple[int, ...]]] = []
+        self.shared: dict[str, int] = {}  # token counts of repeated system prompts / tool schemas
+        self.sharing: dict[str, int] = {}  # shared texts of the current batch -> index in self.texts
         self.fatal = False
 
     def line(self, item) -> None:
@@ -149,9 +152,22 @@ class _Scan:
             self.log.add(n, code, "warning", message)
         self._track(n, item.raw, value, fmt, system)
         segments, overhead, trained_overhead = example_segments(value, fmt)
-        self.pending.append((n, len(self.texts), len(segments), tuple(t for _, t in segments), overhead,
-                             trained_overhead))
-        self.texts.extend(text for text, _ in segments)
+        start, mask, extra = len(self.texts), [], []
+        for text, kind in segments:
+            if kind == SHARED:
+                known = self.shared.get(text)
+                if known is not None:
+                    overhead += known
+                    continue
+                index = self.sharing.get(text)
+                if index is not None:
+                    extra.append(index)
+                    continue
+                if len(self.shared) + len(self.sharing) < MAX_SYSTEM_PROMPTS:
+                    self.sharing[text] = len(self.texts)
+            self.texts.append(text)
+            mask.append(kind == TRAINED)
+        self.pending.append((n, start, len(mask), tuple(mask), overhead, trained_overhead, tuple(extra)))
         if len(self.texts) >= BATCH_TEXTS:
             self.flush()
 
@@ -182,10 +198,13 @@ class _Scan:
         counts = self.count(self.texts)
         if len(counts) != len(self.texts):
             raise ValueError(f"count_tokens returned {len(counts)} counts for {len(self.texts)} texts")
+        for text, i in self.sharing.items():
+            self.shared[text] = counts[i]
+        self.sharing = {}
         ctx = self.context_length
-        for n, start, size, mask, overhead, trained_overhead in self.pending:
+        for n, start, size, mask, overhead, trained_overhead, extra in self.pending:
             chunk = counts[start:start + size]
-            total = overhead + sum(chunk)
+            total = overhead + sum(chunk) + sum(counts[i] for i in extra)
             trained = trained_overhead + sum(c for c, m in zip(chunk, mask, strict=True) if m)
             self.tokens.add(total)
             self.trained.add(trained)
@@ -195,8 +214,9 @@ class _Scan:
             self.supervised_per_epoch += min(trained, kept)
             if ctx and total > ctx:
                 self.over_context += 1
+                about = "" if self.counted else "~"
                 self.log.add(n, "too_long", "warning",
-                             f"{total} tokens > context length {ctx}: the example will be truncated")
+                             f"{about}{total} tokens > context length {ctx}: the example will be truncated")
         self.texts, self.pending = [], []
 
     def finish(self, path: Path, is_validation: bool) -> None:
@@ -206,7 +226,7 @@ class _Scan:
             self.log.add(None, "empty_file", "error", "the file is empty" if empty else "the file has only blank lines")
         elif 0 < self.examples < MIN_EXAMPLES and not is_validation:
             self.log.add(None, "too_few_examples", "error",
-                         f"{self.examples} examples; OpenAI requires at least {MIN_EXAMPLES} to start a job")
+                         f"{self.examples} example(s); OpenAI requires at least {MIN_EXAMPLES} to start a job")
         if len(self.systems) > 1:
             common = max(self.systems.items(), key=lambda kv: kv[1][0])
             for text, (count, first) in self.systems.items():
@@ -236,7 +256,7 @@ def _summaries(scan: _Scan, counted: bool) -> dict:
 
 def _scan_file(path: Path, count: CountTokens, counted: bool, context_length: int | None,
                expected_format: str | None, train_hashes: dict | None, is_validation: bool) -> tuple[Report, _Scan]:
-    scan = _Scan(count, context_length, expected_format, train_hashes)
+    scan = _Scan(count, counted, context_length, expected_format, train_hashes)
     for item in read_jsonl(path):
         scan.line(item)
     scan.finish(path, is_validation)

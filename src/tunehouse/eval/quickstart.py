@@ -1,7 +1,7 @@
 """The quickstart's fixed parts: its shipped dataset, its job settings and its success criterion.
 
 The task (see resources/quickstart/README.md): teach Gemma 3 270M a new identity ("Gemma-FT" by "LocalLab")
-from 71 chats, then check on 20 held-out questions whether it states that identity. The base model never can,
+from 72 chats, then check on 19 held-out questions whether it states that identity. The base model never can,
 so any pass is learned; a few minutes of LoRA on this CPU are enough.
 """
 
@@ -18,9 +18,9 @@ SUFFIX = "quickstart"
 # in ~200 optimizer-free-of-padding seconds; explicit values keep the run's length independent of `auto` rules.
 HYPERPARAMETERS = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 2.0}
 SEED = 0
-# The identity comes first in every held-out reference that the split keeps, so a short answer suffices and a
-# rambling base model is cut off early (64 tokens at greedy decoding).
-EVAL_OPTIONS = EvalOptions(temperature=0.0, max_tokens=64)
+# Every held-out reference names the identity within its first 65 characters (at most ~35 tokens), so 48 leave
+# room for a longer wording while a rambling base model is cut off early (it dominates the evaluation's time).
+EVAL_OPTIONS = EvalOptions(temperature=0.0, max_tokens=48)
 METRIC = "pattern_pass"
 REQUIRED_GAIN = 0.5  # the tuned model must beat its base by at least 50 points on METRIC
 
