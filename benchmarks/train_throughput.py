@@ -115,7 +115,7 @@ def run_trl(args, tuned: bool) -> dict:
     extra = {"bf16": False, "gradient_checkpointing": False} if tuned else {"max_steps": args.default_steps}
     out_dir = args.work / ("trl_tuned" if tuned else "trl_default")
     cfg = SFTConfig(output_dir=str(out_dir), per_device_train_batch_size=BATCH, num_train_epochs=1, learning_rate=LR,
-                    seed=SEED, completion_only_loss=True, max_length=1024,
+                    seed=SEED, completion_only_loss=True, max_length=1024, use_cpu=True,
                     report_to="none", logging_steps=1, save_strategy="no", lr_scheduler_type="cosine",
                     warmup_steps=1, max_grad_norm=1.0, weight_decay=0.0, dataloader_num_workers=0, **extra)
     times, tokens, trained = [], [], []

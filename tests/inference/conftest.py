@@ -72,27 +72,48 @@ def train_adapter(base_dir: Path, out_dir: Path, answer: str | dict, steps: int 
 
 
 @pytest.fixture(scope="session")
-def adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    return {
-        "alpha": train_adapter(tiny_model_dir, root / "alpha", ALPHA_TEXT, seed=1, checkpoint=(20, root / "alpha-20")),
-        "alpha_ckpt": root / "alpha-20",  # the same run's step-20 checkpoint
-        "beta": train_adapter(tiny_model_dir, root / "beta", BETA_TEXT, seed=2),
-        "tools": train_adapter(tiny_model_dir, root / "tools", {"role": "assistant", "content": None,
-                                                                "tool_calls": [TOOL_CALL]}, seed=3, tools=TOOLS),
-    }
+def serve_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model made learnable and llama.cpp-exact, registered as "tiny-gemma" in the inference tests.
 
+    - embeddings x20: with Gemma's tied head and the tiny init (std 0.02 over 64 dims) logits can never exceed ~1,
+      so no fine-tune could make an answer confident; scaled, a few LoRA steps teach a 60-token tool call;
+    - query_pre_attn_scalar = head_dim: the attention scale llama.cpp uses for Gemma 3 (the tiny config keeps
+      Gemma's default 256 for its head_dim of 32), so its float32 GGUF computes exactly what transformers does.
+    """
+    from safetensors.torch import load_file, save_file
 
-@pytest.fixture(scope="session")
-def gguf_tiny_dir(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model with query_pre_attn_scalar = head_dim, the attention scale llama.cpp uses for Gemma 3."""
-    out = tmp_path_factory.mktemp("tiny-gguf-compatible")
+    out = tmp_path_factory.mktemp("tiny-serve")
     for f in tiny_model_dir.iterdir():
         shutil.copy(f, out / f.name)
+    weights = load_file(str(out / "model.safetensors"))
+    weights["model.embed_tokens.weight"] = weights["model.embed_tokens.weight"] * 20
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
     config = json.loads((out / "config.json").read_text())
     config["query_pre_attn_scalar"] = config["head_dim"]
     (out / "config.json").write_text(json.dumps(config))
     return out
+
+
+@pytest.fixture(scope="session")
+def adapters(serve_model_dir, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    call = {"role": "assistant", "content": None, "tool_calls": [TOOL_CALL]}
+    return {
+        "alpha": train_adapter(serve_model_dir, root / "alpha", ALPHA_TEXT, seed=1, checkpoint=(20, root / "alpha-20")),
+        "alpha_ckpt": root / "alpha-20",  # the same run's step-20 checkpoint
+        "beta": train_adapter(serve_model_dir, root / "beta", BETA_TEXT, seed=2),
+        "tools": train_adapter(serve_model_dir, root / "tools", call, steps=60, seed=3, tools=TOOLS),
+    }
+
+
+@pytest.fixture
+def serve_settings(settings, serve_model_dir):
+    """Settings with "tiny-gemma" re-pointed at the serving variant of the tiny model."""
+    from tunehouse.catalog import add_base_model
+
+    add_base_model(settings, TINY, serve_model_dir, family="gemma")
+    settings.inference_context = 512
+    return settings
 
 
 def register_models(settings, adapters: dict[str, Path], project: str = "default") -> None:
@@ -114,12 +135,11 @@ def register_models(settings, adapters: dict[str, Path], project: str = "default
 
 
 @pytest.fixture
-def api_settings(settings, adapters):
-    settings.engine = "hf"
-    settings.max_queued_requests = 4
-    settings.inference_context = 512
-    register_models(settings, adapters)
-    return settings
+def api_settings(serve_settings, adapters):
+    serve_settings.engine = "hf"
+    serve_settings.max_queued_requests = 4
+    register_models(serve_settings, adapters)
+    return serve_settings
 
 
 @pytest.fixture

@@ -11,20 +11,18 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import TINY
 from tests.inference.conftest import ALPHA_TEXT, PROMPTS
 
 pytest.importorskip("llama_cpp")
 
 
 @pytest.fixture
-def engines(settings, gguf_tiny_dir):
-    from tunehouse.catalog import add_base_model
+def engines(serve_settings):
     from tunehouse.inference.engine_hf import HFEngine
     from tunehouse.inference.engine_llamacpp import LlamaCppEngine
 
-    settings.inference_context = 256
-    add_base_model(settings, "tiny-gguf", gguf_tiny_dir, family="gemma")
-    return HFEngine(settings, "tiny-gguf"), LlamaCppEngine(settings, "tiny-gguf")
+    return HFEngine(serve_settings, TINY), LlamaCppEngine(serve_settings, TINY)
 
 
 def prompt_ids(tok, text):
@@ -73,7 +71,7 @@ def test_greedy_generations_agree_and_adapters_switch_without_reloading(engines,
     assert fast.adapter_loads == 2
 
 
-def test_adapter_lru_evicts_and_reloads(settings, engines, adapters):
+def test_adapter_lru_evicts_and_reloads(engines, adapters):
     hf, fast = engines
     fast.max_adapters = 1
     ids = prompt_ids(fast.tokenizer, PROMPTS[2])
@@ -142,36 +140,31 @@ def test_base_with_other_attention_scale_is_not_converted(settings, tiny_model_d
     assert name == "hf" and "query_pre_attn_scalar" in reason
 
 
-def test_engine_choice_is_explicit(settings, gguf_tiny_dir):
-    from tunehouse.catalog import add_base_model
+def test_engine_choice_is_explicit(serve_settings):
     from tunehouse.inference.service import EngineUnavailable, choose_engine
 
-    add_base_model(settings, "tiny-gguf", gguf_tiny_dir, family="gemma")
-    settings.engine = "auto"
-    assert choose_engine(settings, "tiny-gguf")[0] == "llamacpp"
-    settings.engine = "hf"
-    assert choose_engine(settings, "tiny-gguf") == ("hf", "TUNEHOUSE_ENGINE=hf")
-    settings.engine = "turbo"
+    serve_settings.engine = "auto"
+    assert choose_engine(serve_settings, TINY)[0] == "llamacpp"
+    serve_settings.engine = "hf"
+    assert choose_engine(serve_settings, TINY) == ("hf", "TUNEHOUSE_ENGINE=hf")
+    serve_settings.engine = "turbo"
     with pytest.raises(EngineUnavailable, match="auto, llamacpp, hf"):
-        choose_engine(settings, "tiny-gguf")
+        choose_engine(serve_settings, TINY)
 
 
-def test_fast_engine_serves_the_api(settings, gguf_tiny_dir, adapters):
+def test_fast_engine_serves_the_api(serve_settings, adapters):
     """End to end on the llama.cpp engine: a fine-tuned model answers in its style over HTTP."""
     from fastapi.testclient import TestClient
 
     from tests.inference.conftest import register_models
     from tunehouse.api.app import create_app
-    from tunehouse.catalog import add_base_model
 
-    add_base_model(settings, "tiny-gemma", gguf_tiny_dir, family="gemma")  # re-point the base at the variant
-    settings.engine, settings.inference_context = "llamacpp", 256
-    register_models(settings, adapters)
-    with TestClient(create_app(settings)) as http:
+    serve_settings.engine = "llamacpp"
+    register_models(serve_settings, adapters)
+    with TestClient(create_app(serve_settings)) as http:
         r = http.post("/v1/chat/completions", json={
             "model": "ft:tiny-gemma:tunehouse:alpha:aaaa1111", "messages": [{"role": "user", "content": PROMPTS[3]}],
             "temperature": 0, "max_tokens": 30})
     assert r.status_code == 200, r.text
     assert r.json()["system_fingerprint"] == "tunehouse-llamacpp"
-    # the adapter was trained on the original attention scale; on this variant it still answers in style
-    assert r.json()["choices"][0]["message"]["content"].split()[0] == ALPHA_TEXT.split()[0]
+    assert r.json()["choices"][0]["message"]["content"] == ALPHA_TEXT

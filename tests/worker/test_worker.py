@@ -48,7 +48,7 @@ def test_run_worker_trains_a_job_to_success(settings, tmp_path):
 
 def test_shutdown_mid_job_requeues_and_the_next_run_resumes(settings, tmp_path):
     conn = db.connect(settings)
-    job_id = _queued_job(settings, conn, tmp_path, n_epochs=6, batch_size=2)
+    job_id = _queued_job(settings, conn, tmp_path, n_epochs=3, batch_size=2)
     stop = threading.Event()
 
     def stop_after_a_few_steps():
@@ -65,14 +65,14 @@ def test_shutdown_mid_job_requeues_and_the_next_run_resumes(settings, tmp_path):
     row = jobs.get_job(conn, "p", job_id)
     assert row["status"] == "queued" and row["worker_id"] is None
     hp = json.loads(row["hyperparameters"])  # resolved as soon as training ran, no longer "auto"
-    assert (hp["n_epochs"], hp["batch_size"]) == (6, 2) and isinstance(hp["learning_rate_multiplier"], float)
+    assert (hp["n_epochs"], hp["batch_size"]) == (3, 2) and isinstance(hp["learning_rate_multiplier"], float)
     run_worker(settings, max_jobs=1)
     assert jobs.get_job(conn, "p", job_id)["status"] == "succeeded"
     msgs = _messages(conn, job_id)
     assert any(m.startswith("Resuming from step") for m in msgs)
     assert "Fine-tuning job resumed by a worker" in msgs
     steps = [r[0] for r in conn.execute("SELECT step FROM job_metrics WHERE job_id = ? ORDER BY step", (job_id,))]
-    assert steps == list(range(1, 37))
+    assert steps == list(range(1, 19))
 
 
 def test_engine_error_fails_the_job_with_a_clear_message(settings, tmp_path):
