@@ -21,6 +21,7 @@ PROMPTS = ["hello there", "what is your name?", "count the rows", "who made you?
 FT_A = f"ft:{TINY}:tunehouse:alpha:aaaa1111"
 FT_B = f"ft:{TINY}:tunehouse:beta:bbbb2222"
 CKPT_A = f"{FT_A}:ckpt-step-20"
+FLAT = "tiny-flat"
 FT_T = f"ft:{TINY}:tunehouse:tools:tttt3333"
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {
     "city": {"type": "string"}}}}}]
@@ -107,11 +108,12 @@ def adapters(serve_model_dir, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def serve_settings(settings, serve_model_dir):
+def serve_settings(settings, serve_model_dir, tiny_model_dir):
     """Settings with "tiny-gemma" re-pointed at the serving variant of the tiny model."""
     from tunehouse.catalog import add_base_model
 
     add_base_model(settings, TINY, serve_model_dir, family="gemma")
+    add_base_model(settings, FLAT, tiny_model_dir, family="gemma")  # near-uniform: for sampling tests
     settings.inference_context = 512
     return settings
 

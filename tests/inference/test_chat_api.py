@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.conftest import TINY
-from tests.inference.conftest import ALPHA_TEXT, BETA_TEXT, CKPT_A, FT_A, FT_B, validate
+from tests.inference.conftest import ALPHA_TEXT, BETA_TEXT, CKPT_A, FLAT, FT_A, FT_B, validate
 
 
 def ask(client, model, text="hello there", **kw):
@@ -133,7 +133,7 @@ def test_bad_message_role_is_400(http):
 
 def test_same_seed_same_sample_and_n_choices(client):
     def sample(seed):
-        r = client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "hello"}],
+        r = client.chat.completions.create(model=FLAT, messages=[{"role": "user", "content": "hello"}],
                                            temperature=1.0, max_tokens=10, seed=seed, n=2)
         return [c.message.content for c in r.choices]
 
@@ -167,7 +167,7 @@ def test_logprobs_and_top_logprobs(client, openapi_schemas):
 
 def test_penalties_change_the_sample(client):
     def run(**kw):
-        return client.chat.completions.create(model=TINY, messages=[{"role": "user", "content": "hello"}],
+        return client.chat.completions.create(model=FLAT, messages=[{"role": "user", "content": "hello"}],
                                               temperature=0, max_tokens=20, **kw).choices[0].message.content
 
     plain = run()

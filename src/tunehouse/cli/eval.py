@@ -282,8 +282,9 @@ def _validate_step(train: Path, settings) -> None:
     est = report.estimate or {}
     seconds = est.get("training_seconds")
     extra = f", estimated training ~{seconds / 60:.1f} min" if seconds else ""
-    console.print(f"[bold]1.[/] Validated {train.name}: {report.examples} examples, {len(report.errors)} errors, "
-                  f"{len(report.warnings)} warnings{extra}")
+    warnings = ", ".join(f"{code} x{n}" for code, n in sorted(report.warning_counts.items(), key=lambda kv: -kv[1]))
+    console.print(f"[bold]1.[/] Validated {train.name}: {report.examples} examples, "
+                  f"{sum(report.error_counts.values())} errors, warnings: {warnings or 'none'}{extra}")
     if not report.ok:
         fail("the quickstart data did not validate: " + "; ".join(e.message for e in report.errors[:3]))
 

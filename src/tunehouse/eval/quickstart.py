@@ -14,8 +14,8 @@ from tunehouse.eval.runner import EvalOptions, EvalResult
 
 BASE_MODEL = "gemma-3-270m"
 SUFFIX = "quickstart"
-# Measured on the 2-core CPU (see the eval report in the project notes): 3 epochs at batch 4 learn the identity
-# in ~200 optimizer-free-of-padding seconds; explicit values keep the run's length independent of `auto` rules.
+# Calibrated on this task: 3 epochs at batch 4 (54 steps) with peak learning rate 1e-3 took the held-out identity
+# pass rate from 0% (base) to 80%. Explicit values keep the run's length independent of the `auto` rules.
 HYPERPARAMETERS = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 2.0}
 SEED = 0
 # Every held-out reference names the identity within its first 65 characters (at most ~35 tokens), so 48 leave

@@ -44,7 +44,7 @@ def fmt_delta(metric: str, model: float | None, base: float | None) -> str:
     d = model - base
     if metric in RATE_METRICS:
         return f"{100 * d:+.1f} pts"
-    return f"{d:+.3f}"
+    return f"{d:+.2f}" if metric == "perplexity" else f"{d:+.3f}"
 
 
 def _better(metric: str, model: float | None, base: float | None) -> bool | None:
@@ -189,10 +189,14 @@ def write_charts(result: EvalResult, out: Path) -> dict[str, Path]:
         width = 0.38
         base = [100 * (s["baseline"].get(k) or 0) for k in keys]
         model = [100 * (s["model"].get(k) or 0) for k in keys]
-        ax.bar([x - width / 2 for x in xs], base, width, label=f"baseline ({result.baseline})", color="#9e9e9e")
-        ax.bar([x + width / 2 for x in xs], model, width, label=f"model ({_short(result.model)})", color="#1f77b4")
+        bars_b = ax.bar([x - width / 2 for x in xs], base, width, label=f"baseline ({result.baseline})",
+                        color="#9e9e9e")
+        bars_m = ax.bar([x + width / 2 for x in xs], model, width, label=f"model ({_short(result.model)})",
+                        color="#1f77b4")
+        for bars in (bars_b, bars_m):  # a 0% bar is invisible: print every value
+            ax.bar_label(bars, fmt="%.0f%%", fontsize=8)
         ax.set_xticks(list(xs), [LABELS[k] for k in keys], rotation=15)
-        ax.set_ylim(0, 105)
+        ax.set_ylim(0, 112)
         ax.set_ylabel("% of examples")
         ax.set_title(f"{result.n} examples of {Path(result.test_file).name}")
         ax.legend(fontsize=8)

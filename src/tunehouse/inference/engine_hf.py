@@ -109,7 +109,7 @@ class HFEngine:
         with torch.inference_mode():
             x = torch.tensor([ids], dtype=torch.long, device=base.device)
             # Run the body once, then the 262k-wide head in chunks so memory stays bounded on long prompts.
-            hidden = base.model(input_ids=x, use_cache=False).last_hidden_state[0]
+            hidden = base.base_model(input_ids=x, use_cache=False).last_hidden_state[0]
             head = base.get_output_embeddings()
             cap = getattr(base.config, "final_logit_softcapping", None)
             for start in range(0, len(ids) - 1, _SCORE_CHUNK):

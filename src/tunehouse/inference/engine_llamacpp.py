@@ -77,7 +77,8 @@ class LlamaCppEngine:
             family = chat_family(tokenizer, family)
         self.settings, self.base_model, self.tokenizer, self.family = settings, base_model, tokenizer, family
         self.gguf_path = gguf_path or base_gguf(settings, base_model)
-        threads = cpu_threads()
+        threads = settings.inference_threads if settings.inference_threads > 0 else cpu_threads()
+        log.info("llama.cpp on %s with %d thread(s)", self.gguf_path.name, threads)
         self._lib = llama_cpp
         self.llm = llama_cpp.Llama(
             model_path=str(self.gguf_path), n_ctx=settings.inference_context, n_batch=512, n_ubatch=512,

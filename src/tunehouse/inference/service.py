@@ -106,27 +106,33 @@ class InferenceService:
     def engine(self, base_model: str, adapter_dir: Path | None = None):
         """The loaded engine that serves (base_model, adapter_dir), loading the base on first use."""
         name, reason = choose_engine(self.settings, base_model)
-        if name == "llamacpp" and adapter_dir is not None and self.settings.engine == "auto":
-            problem = self._adapter_blocker(base_model, adapter_dir)
+        if name == "llamacpp" and adapter_dir is not None:
+            problem = self._adapter_blocker(adapter_dir)
+            if problem and self.settings.engine != "auto":
+                raise EngineUnavailable(f"The adapter of this model cannot run on llama.cpp: {problem}. Set "
+                                        "TUNEHOUSE_ENGINE=auto (or hf) to serve it with transformers.")
             if problem:
                 log.warning("engine=hf for adapter %s: %s", adapter_dir, problem)
                 name, reason = "hf", problem
         return self._get(base_model, name, reason)
 
-    def _adapter_blocker(self, base_model: str, adapter_dir: Path) -> str | None:
+    def _adapter_blocker(self, adapter_dir: Path) -> str | None:
         from tunehouse.inference.engine_llamacpp import lora_gguf
 
         try:
             lora_gguf(self.settings, adapter_dir)
         except ConversionError as e:
             return f"llama.cpp cannot represent it exactly ({e})"
+        except FileNotFoundError as e:
+            return str(e)
         return None
 
     def _get(self, base_model: str, name: str, reason: str):
         key = (base_model, name)
         with self._loading:
             if key not in self._engines:
-                log.info("engine=%s for base %s (%s)", name, base_model, reason)
+                # warning level: which engine serves a model must show in the server log, never be silent
+                log.warning("engine=%s for base %s (%s)", name, base_model, reason)
                 self._engines[key] = self._load(base_model, name)
                 self.base_loads[key] += 1
             return self._engines[key]
