@@ -122,7 +122,7 @@ def main() -> None:
     ap.add_argument("--adapter", type=Path, default=None, help="a PEFT adapter dir (default: a quick fine-tune)")
     ap.add_argument("--data-dir", type=Path,
                     default=Path(os.environ.get("TUNEHOUSE_TEST_CACHE", ROOT / ".cache" / "test-data")))
-    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = every core); HF keeps torch's")
+    ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = auto, as served); HF keeps torch's")
     args = ap.parse_args()
     settings = Settings(data_dir=args.data_dir, engine="llamacpp", inference_context=2048,
                         inference_threads=args.threads)
@@ -168,9 +168,10 @@ def main() -> None:
               f"{r['hf_ttft_s']:.3f} s | decode x{r['ratio_vs_hf']} | greedy 32-token agreement "
               f"{r['greedy_agreement_32']}", flush=True)
     ft = results["fine-tuned"]
-    print(json.dumps({"engine": "llamacpp", **ft, "threads": fast.llm.n_threads, "target_ratio": TARGET_RATIO,
+    print(json.dumps({"engine": "llamacpp", **ft, "threads": fast.threads, "target_ratio": TARGET_RATIO,
                       "meets_target": ft["ratio_vs_hf"] >= TARGET_RATIO, "prompts": len(prompts),
-                      "new_tokens": args.new_tokens, "base": results["base"]}))
+                      "new_tokens": args.new_tokens, "load_avg_1m": round(os.getloadavg()[0], 2),
+                      "base": results["base"]}))
 
 
 if __name__ == "__main__":

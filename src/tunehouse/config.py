@@ -38,8 +38,8 @@ class Settings(BaseSettings):
     max_loaded_adapters: int = 8  # LRU bound on LoRA adapters kept loaded on each base
     max_queued_requests: int = 16  # generation requests running or waiting; more get 429
     inference_context: int = 4096  # tokens (prompt + completion) per request
-    # llama.cpp threads; 0 = every core. On a CPU shared with training, 1 avoids llama.cpp's thread barriers
-    # stalling (measured 14.5 vs 1.6 tok/s with 2 threads on a 2-core machine under load).
+    # llama.cpp threads; 0 = auto: every core, or half of them while other work keeps the CPU busy (its thread
+    # barriers stall under oversubscription: 1.6 tok/s with 2 threads vs 14.5 with 1 on a loaded 2-core machine).
     inference_threads: int = 0
 
     @field_validator("data_dir", mode="before")

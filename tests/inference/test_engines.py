@@ -188,3 +188,18 @@ def test_adapter_llamacpp_cannot_run_falls_back_loudly_or_fails_clearly(serve_se
     serve_settings.engine = "llamacpp"
     with pytest.raises(EngineUnavailable, match="TUNEHOUSE_ENGINE=auto"):
         InferenceService(serve_settings).engine(TINY, dora)
+
+
+def test_auto_threads_back_off_while_the_cpu_is_busy(engines, monkeypatch):
+    from tunehouse.inference import engine_llamacpp
+
+    _, fast = engines
+    if fast.cores < 2:
+        pytest.skip("needs 2 cores")
+    ids = prompt_ids(fast.tokenizer, PROMPTS[0])
+    monkeypatch.setattr(engine_llamacpp.os, "getloadavg", lambda: (fast.threads + 3.0, 0.0, 0.0))
+    fast.prefill(ids, None)
+    assert fast.threads == fast.cores // 2
+    monkeypatch.setattr(engine_llamacpp.os, "getloadavg", lambda: (fast.threads + 0.1, 0.0, 0.0))
+    fast.prefill(ids, None)
+    assert fast.threads == fast.cores

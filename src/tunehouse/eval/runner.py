@@ -10,7 +10,6 @@ this report them as n/a instead of failing the evaluation.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,8 +246,3 @@ def evaluate(
     baseline_run = run_model(backend, baseline, examples, options, progress, "baseline")
     return EvalResult(model, baseline, str(test_file), examples, model_run, baseline_run, options)
 
-
-def timed(fn: Callable[[], object]) -> tuple[object, float]:
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0

@@ -1,0 +1,8 @@
+"""Inference: generation engines and the service that picks them, shared by the API routes and the CLI.
+
+- service.InferenceService(settings).engine(base_model, adapter_dir) -> the loaded engine (llama.cpp or HF);
+  .admit() -> a Ticket or QueueFull; .lock serialises decoding.
+- generate.generate(engine, prompt_ids, adapter_dir, SamplingParams, stop_ids) -> Pieces of text.
+- params: OpenAI request parameters -> SamplingParams (BadParam for anything unsupported).
+- gguf_convert: PEFT LoRA -> GGUF LoRA; local Gemma 3 -> GGUF. export.export_model: peft | merged | gguf.
+"""

@@ -12,6 +12,7 @@ import atexit
 import ctypes
 import hashlib
 import logging
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -77,8 +78,9 @@ class LlamaCppEngine:
             family = chat_family(tokenizer, family)
         self.settings, self.base_model, self.tokenizer, self.family = settings, base_model, tokenizer, family
         self.gguf_path = gguf_path or base_gguf(settings, base_model)
-        threads = settings.inference_threads if settings.inference_threads > 0 else cpu_threads()
-        log.info("llama.cpp on %s with %d thread(s)", self.gguf_path.name, threads)
+        self.cores = cpu_threads()
+        threads = settings.inference_threads if settings.inference_threads > 0 else self.cores
+        self.threads = threads
         self._lib = llama_cpp
         self.llm = llama_cpp.Llama(
             model_path=str(self.gguf_path), n_ctx=settings.inference_context, n_batch=512, n_ubatch=512,
@@ -144,9 +146,27 @@ class LlamaCppEngine:
         self.llm._ctx.kv_cache_clear()
         self._n_past = 0
 
+    def _pick_threads(self) -> None:
+        """Auto threads (inference_threads = 0): every core, unless other work already oversubscribes the CPU.
+
+        llama.cpp's threads meet at a barrier after every op; when the cores are busy with other processes
+        (e.g. a training worker) the barrier waits for descheduled threads and 2 threads decoded 10x slower
+        than 1 on this 2-core machine (1.6 vs 14.5 tok/s). The 1-minute load average beyond our own threads
+        tells the two situations apart.
+        """
+        if self.settings.inference_threads > 0 or self.cores < 2:
+            return
+        others = os.getloadavg()[0] - self.threads
+        want = self.cores if others < 0.5 else max(1, self.cores // 2)
+        if want != self.threads:
+            log.info("llama.cpp threads %d -> %d (load average %.1f)", self.threads, want, os.getloadavg()[0])
+            self._lib.llama_set_n_threads(self.llm._ctx.ctx, want, want)
+            self.threads = want
+
     def prefill(self, ids: list[int], adapter_dir: Path | None) -> np.ndarray:
         if len(ids) > self.settings.inference_context:
             raise ValueError(f"{len(ids)} tokens exceed the context of {self.settings.inference_context}")
+        self._pick_threads()
         self._activate(adapter_dir)
         self._reset()
         for start in range(0, len(ids), self.llm.n_batch):
@@ -165,6 +185,7 @@ class LlamaCppEngine:
         """Yield (position, log-softmax row) predicting ids[position] for position = 1..len(ids)-1."""
         from tunehouse.inference.sampling import log_softmax
 
+        self._pick_threads()
         self._activate(adapter_dir)
         self._reset()
         try:
