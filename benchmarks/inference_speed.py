@@ -46,6 +46,7 @@ def quick_adapter(settings: Settings, out: Path, steps: int = 6) -> Path:
     if (out / "adapter_model.safetensors").is_file():
         return out
     model, tok, family = load_base_model(settings, EMBEDDED_GEMMA)
+    torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
     lines = (FIXTURES / "wikisql_sample.jsonl").read_text(encoding="utf-8").splitlines()
     examples = [encode_example(json.loads(x), lambda t: tok(t, add_special_tokens=False)["input_ids"], family)

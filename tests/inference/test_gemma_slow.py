@@ -53,6 +53,7 @@ def quick_adapter(settings, out: Path) -> Path:
     if (out / "adapter_model.safetensors").is_file():
         return out
     model, tok, family = load_base_model(settings, "gemma-3-270m")
+    torch.manual_seed(0)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     for line in (FIXTURES / "wikisql_sample.jsonl").read_text(encoding="utf-8").splitlines()[-2:]:

@@ -125,7 +125,7 @@ def test_init_adapter_continues_training(make_config):
 def test_auto_hyperparameters_are_resolved(make_config):
     config = make_config(n_epochs="auto", batch_size="auto", learning_rate_multiplier="auto")
     result = train(config, Recorder(act=lambda done: "cancel" if done else "continue"))
-    assert result.hyperparameters == {"n_epochs": 9, "batch_size": 1, "learning_rate_multiplier": 1.0}
+    assert result.hyperparameters == {"n_epochs": 8, "batch_size": 1, "learning_rate_multiplier": 1.0}
 
 
 def test_unknown_base_model_lists_available(make_config):

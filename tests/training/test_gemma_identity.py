@@ -48,7 +48,7 @@ def test_identity_is_learned_and_the_model_stops(gemma_settings, tmp_path):
     assert "Gemma-FT" not in base_text and "LocalLab" not in base_text
 
     config = TrainingConfig(base_model=EMBEDDED_GEMMA, training_file=write_examples(tmp_path / "id.jsonl", 30),
-                            output_dir=tmp_path / "job", data_dir=gemma_settings.data_dir, seed=0)
+                            output_dir=tmp_path / "job", data_dir=gemma_settings.data_dir, seed=0, n_epochs=4)
     rec = Recorder()
     result = train(config, rec)
     assert result.status == "succeeded"

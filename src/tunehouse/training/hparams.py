@@ -1,13 +1,12 @@
 """The `auto` hyperparameter rules: n_epochs, batch_size, learning_rate_multiplier -> concrete values.
 
-- n_epochs: OpenAI cookbook rule (target 3 epochs; at least 100 and at most 25,000 examples seen, within 1..25
-  epochs). tunehouse.data.auto_n_epochs is used when the data module provides it, so estimates and training
-  agree; the same rule is spelled out here otherwise.
+- n_epochs: the OpenAI cookbook rule, from tunehouse.data.estimates (one copy, so `tunehouse validate`'s
+  estimates and training agree): 3 epochs; min(25, 100 // n) for small files, max(1, 25000 // n) for large.
 - batch_size: about 1% of the examples, rounded down to a power of two, within 1..32: 8 at 1000 examples,
   the calibration's size (DEVELOPERS.md: r16, lr 2e-4, batch 8, 1000 wikisql x 3 epochs -> 40% exact match).
   On CPU the time per token barely depends on the batch (every token is processed either way), so the batch
   only trades optimizer steps against gradient noise: small data gets small batches and so enough steps to
-  learn (30 identity chats -> batch 1, 120 steps; tests/training/test_gemma_identity.py learns the identity).
+  learn (30 identity chats -> batch 1; tests/training/test_gemma_identity.py learns the identity so).
 - learning rate: BASE_LEARNING_RATE (2e-4, the calibration's measured value) x multiplier; auto multiplier 1.
   benchmarks/train_hparams.py sweeps (batch, lr) against held-out loss and exact match; see docs/training.md
   for what has been measured so far.
@@ -17,27 +16,16 @@ from __future__ import annotations
 
 import math
 
+from tunehouse.data import estimates
+
 BASE_LEARNING_RATE = 2e-4
 WARMUP_FRACTION = 0.05
 MAX_GRAD_NORM = 1.0
 WEIGHT_DECAY = 0.0
 
 
-def _cookbook_n_epochs(n_examples: int) -> int:
-    target, min_examples, max_examples, min_epochs, max_epochs = 3, 100, 25000, 1, 25
-    if n_examples * target < min_examples:
-        return min(max_epochs, math.ceil(min_examples / max(n_examples, 1)))
-    if n_examples * target > max_examples:
-        return max(min_epochs, max_examples // n_examples)
-    return target
-
-
 def auto_n_epochs(n_examples: int) -> int:
-    try:
-        from tunehouse.data import auto_n_epochs as data_rule  # the data helper's copy, when present
-    except ImportError:
-        return _cookbook_n_epochs(n_examples)
-    return int(data_rule(n_examples))
+    return estimates.auto_n_epochs(n_examples)
 
 
 def auto_batch_size(n_examples: int) -> int:
