@@ -52,7 +52,8 @@ def test_seed_workflow_scripts(server, tmp_path):
     status = _run(server, "check_fine_tune_status.py", job_id)
     assert status.returncode == 0, status.stderr
     assert f"Job:     {job_id}" in status.stdout and "Status:" in status.stdout
-    assert "Created fine-tuning job" in status.stdout  # the events are listed
+    # The latest events are listed; which ones depends on how far training got, so check the shape only.
+    assert "Recent events (oldest first):\n  [info] " in status.stdout
 
     client = openai.OpenAI(base_url=server, api_key="test")
     assert _wait(client, job_id) == "succeeded"
