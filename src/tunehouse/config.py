@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # llama.cpp threads; 0 = auto: every core, or half of them while other work keeps the CPU busy (its thread
     # barriers stall under oversubscription: 1.6 tok/s with 2 threads vs 14.5 with 1 on a loaded 2-core machine).
     inference_threads: int = 0
+    # A job with a validation file ends with its model evaluated against the base on up to this many of the
+    # validation examples (event + report.json result file); 0 turns that off.
+    job_eval_examples: int = 100
 
     @field_validator("data_dir", mode="before")
     @classmethod

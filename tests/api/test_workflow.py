@@ -78,13 +78,24 @@ def test_events_tell_the_story_in_openai_words(client, finished, log):
 
 
 def test_results_file_is_a_csv_of_every_step(client, finished, log):
-    (file_id,) = finished.result_files
+    file_id, _ = finished.result_files
     meta = client.files.retrieve(file_id)
     assert meta.purpose == "fine-tune-results"
     rows = list(csv.DictReader(io.StringIO(client.files.content(file_id).text)))
     assert list(rows[0]) == ["step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy"]
     assert [int(r["step"]) for r in rows] == list(range(1, 7))
     assert all(float(r["train_loss"]) > 0 for r in rows) and rows[-1]["valid_loss"] != ""
+    assert log.problems == []
+
+
+def test_the_job_evaluates_its_model_against_the_base_on_the_validation_file(client, finished, log):
+    _, report_id = finished.result_files
+    assert client.files.retrieve(report_id).filename == "evaluation_report.json"
+    report = client.files.content(report_id).json()
+    assert report["n"] == 4 and report["model_id"] == finished.fine_tuned_model and report["baseline_id"] == TINY
+    events = list(client.fine_tuning.jobs.list_events(finished.id, limit=100))
+    (ev,) = [e for e in events if e.message.startswith("Evaluation on 4 validation examples: ")]
+    assert ev.data["model"]["loss"] == report["model"]["loss"]
     assert log.problems == []
 
 

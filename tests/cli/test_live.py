@@ -7,6 +7,7 @@ gpt-4o-mini-2024-07-18 -> tiny-gemma; the job really trains; `--json` outputs ar
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -90,7 +91,8 @@ def test_seed_guide_commands_as_written(cli, live, training_data, monkeypatch):
 
 
 def test_create_from_local_path_follow_to_success_then_inspect(cli, live, training_data):
-    args = ["-t", "training_data.jsonl", "-m", "tiny-gemma", "-s", "cli", "--n-epochs", "1", "--batch-size", "4"]
+    args = ["-t", "training_data.jsonl", "-v", "training_data.jsonl", "-m", "tiny-gemma", "-s", "cli",
+            "--n-epochs", "1", "--batch-size", "4"]
     created = cli("fine-tuning", "jobs", "create", *args, "--follow", "--poll-seconds", "0.2", "--base-url", live)
     assert created.exit_code == 0, created.stdout + created.stderr
     assert "Uploaded training_data.jsonl as file-" in created.stderr
@@ -99,6 +101,9 @@ def test_create_from_local_path_follow_to_success_then_inspect(cli, live, traini
     job = json.loads(cli("fine_tuning.jobs.list", "--json", "--base-url", live).stdout)["data"][0]
     assert job["status"] == "succeeded" and job["fine_tuned_model"].startswith("ft:tiny-gemma:tunehouse:cli:")
     assert job["hyperparameters"]["n_epochs"] == 1 and job["hyperparameters"]["batch_size"] == 4
+    # The job had a validation file, so it ends with an evaluation against its base, which retrieve shows.
+    retrieved = cli("fine_tuning.jobs.retrieve", "-i", job["id"], "--base-url", live)
+    assert re.search(r"evaluation +Evaluation on 12 validation examples: .*for tiny-gemma", retrieved.stdout)
     events = cli("fine_tuning.jobs.list_events", "-i", job["id"], "--limit", "100", "--json", "--base-url", live)
     assert any(e["type"] == "metrics" for e in json.loads(events.stdout)["data"])
     ckpts = json.loads(cli("fine_tuning.jobs.checkpoints", "-i", job["id"], "--json", "--base-url", live).stdout)

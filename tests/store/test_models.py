@@ -24,7 +24,7 @@ def done(settings, tmp_path):
     ckpt.mkdir()
     runs.add_checkpoint(conn, job, 3, ckpt, {"step": 3}, keep=3)
     runs.complete_job(conn, job, "w:1:a", adapter_dir=adapter, trained_tokens=1, hyperparameters={},
-                      result_file_id="file-r")
+                      result_file_ids=["file-r"])
     yield conn, job, adapter, ckpt
     conn.close()
 

@@ -132,7 +132,7 @@ def test_checkpoints_keep_the_newest_n(conn, settings, tmp_path):
 def test_complete_job_only_by_the_owner_of_a_running_job(conn, settings, tmp_path):
     job = _job(conn, settings)
     runs.claim_job(conn, "w:1:a")
-    args = dict(adapter_dir=tmp_path, trained_tokens=5, hyperparameters={"n_epochs": 1}, result_file_id="file-r")
+    args = dict(adapter_dir=tmp_path, trained_tokens=5, hyperparameters={"n_epochs": 1}, result_file_ids=["file-r"])
     assert not runs.complete_job(conn, job, "w:2:b", **args)
     assert runs.complete_job(conn, job, "w:1:a", **args)
     row = jobs.get_job(conn, "p", job["id"])

@@ -17,12 +17,18 @@ from tunehouse.worker.main import run_worker
 from tunehouse.worker.runner import metrics_message, should_log_step, training_config, write_results_csv
 
 
-def _queued_job(settings, conn, tmp_path, n_epochs=2, batch_size=4, base=TINY):
-    src = tmp_path / "train.jsonl"
-    lines = (FIXTURES / "identity_chat.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+def _upload(settings, conn, tmp_path, name: str, lines: list[str]) -> str:
+    src = tmp_path / name
     src.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    f = files.add_file(conn, settings, project="p", filename="t.jsonl", purpose="fine-tune", src=src)
-    spec = {"model": base, "base_model": base, "training_file": f["id"], "seed": 0, "suffix": "w", "metadata": None,
+    return files.add_file(conn, settings, project="p", filename=name, purpose="fine-tune", src=src)["id"]
+
+
+def _queued_job(settings, conn, tmp_path, n_epochs=2, batch_size=4, base=TINY, valid_lines=None):
+    lines = (FIXTURES / "identity_chat.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    train_id = _upload(settings, conn, tmp_path, "train.jsonl", lines)
+    valid_id = _upload(settings, conn, tmp_path, "valid.jsonl", valid_lines) if valid_lines else None
+    spec = {"model": base, "base_model": base, "training_file": train_id, "validation_file": valid_id, "seed": 0,
+            "suffix": "w", "metadata": None,
             "hyperparameters": {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": "auto"}}
     job = jobs.create_job(conn, settings, "p", spec)
     assert validate_job_files(conn, settings, job["id"]) == "queued"
@@ -44,6 +50,55 @@ def test_run_worker_trains_a_job_to_success(settings, tmp_path):
     assert "Fine-tuning job started" in msgs and msgs[-1] == "The job has successfully completed"
     assert sum(m.startswith("Step ") for m in msgs) == 6
     assert conn.execute("SELECT COUNT(*) FROM checkpoints WHERE job_id = ?", (job_id,)).fetchone()[0] == 2
+
+
+def _result_files(conn, job_id) -> list:
+    ids = json.loads(conn.execute("SELECT result_files FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+    return [conn.execute("SELECT * FROM files WHERE id = ?", (i,)).fetchone() for i in ids]
+
+
+def test_a_job_with_a_validation_file_ends_with_its_evaluation_against_the_base(settings, tmp_path):
+    conn = db.connect(settings)
+    valid = (FIXTURES / "identity_chat.jsonl").read_text(encoding="utf-8").splitlines()[12:15]
+    job_id = _queued_job(settings, conn, tmp_path, valid_lines=valid)
+    assert run_worker(settings, max_jobs=1) == 1
+    assert jobs.get_job(conn, "p", job_id)["status"] == "succeeded"
+    events = jobs.list_events(conn, job_id, limit=1000)[0]
+    (ev,) = [e for e in events if e["message"].startswith("Evaluation on 3 validation examples:")]
+    data = json.loads(ev["data"])
+    assert data["n"] == 3 and data["baseline_model"] == TINY
+    assert data["model"]["loss"] < data["baseline"]["loss"]  # trained on the same identity chats
+    model = jobs.get_job(conn, "p", job_id)["fine_tuned_model"]
+    assert [e["message"] for e in events][:3] == ["The job has successfully completed",  # newest first
+                                                  f"New fine-tuned model created: {model}", ev["message"]]
+    csv_file, report_file = _result_files(conn, job_id)
+    assert (csv_file["filename"], report_file["filename"]) == ("step_metrics.csv", "evaluation_report.json")
+    assert report_file["purpose"] == "fine-tune-results"
+    report = json.loads(db.blob_path(settings, report_file["id"]).read_text(encoding="utf-8"))
+    assert report["n"] == 3 and len(report["examples"]) == 3
+    assert report["model"]["loss"] == pytest.approx(data["model"]["loss"])
+
+
+def test_evaluation_in_a_job_can_be_turned_off(settings, tmp_path):
+    conn = db.connect(settings)
+    valid = (FIXTURES / "identity_chat.jsonl").read_text(encoding="utf-8").splitlines()[12:15]
+    job_id = _queued_job(settings, conn, tmp_path, valid_lines=valid)
+    assert run_worker(settings.model_copy(update={"job_eval_examples": 0}), max_jobs=1) == 1
+    assert [f["filename"] for f in _result_files(conn, job_id)] == ["step_metrics.csv"]
+    assert not any(m.startswith("Evaluat") for m in _messages(conn, job_id))
+
+
+def test_a_validation_file_that_cannot_be_scored_only_warns(settings, tmp_path):
+    conn = db.connect(settings)
+    # Valid for training (it has an assistant message), but it ends with the user: no reference answer to score.
+    line = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+                                    {"role": "user", "content": "and?"}]})
+    job_id = _queued_job(settings, conn, tmp_path, valid_lines=[line, line])
+    assert run_worker(settings, max_jobs=1) == 1
+    assert jobs.get_job(conn, "p", job_id)["status"] == "succeeded"
+    (warning,) = [e for e in jobs.list_events(conn, job_id, limit=1000)[0] if e["message"].startswith("Evaluation")]
+    assert warning["level"] == "warn" and "skipped" in warning["message"]
+    assert [f["filename"] for f in _result_files(conn, job_id)] == ["step_metrics.csv"]
 
 
 def test_shutdown_mid_job_requeues_and_the_next_run_resumes(settings, tmp_path):

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from tunehouse.cli.app import app, err_console
+from tunehouse.cli.app import app, console, err_console
 from tunehouse.cli.client import (
     AfterOpt,
     ApiKeyOpt,
@@ -152,7 +152,18 @@ def _job_action(action: str, job_id: str, base_url: str | None, api_key: str | N
     conn = connect(base_url, api_key, as_json)
     with conn.errors():
         jobs = conn.client().fine_tuning.jobs.with_raw_response
-        conn.print(raw_json(getattr(jobs, action)(job_id)), title="Fine-tuning job")
+        job = raw_json(getattr(jobs, action)(job_id))
+        conn.print(job, title="Fine-tuning job")
+        if action == "retrieve" and not as_json and job.get("validation_file") and job.get("status") == "succeeded":
+            _print_evaluation(conn, job_id)
+
+
+def _print_evaluation(conn, job_id: str) -> None:
+    """The job's evaluation against its base (recorded just before it succeeded), so retrieve shows the gain."""
+    events = raw_json(conn.client().fine_tuning.jobs.with_raw_response.list_events(job_id, limit=10)).get("data", [])
+    found = next((e for e in events if e["message"].startswith(("Evaluation on", "Evaluation skipped"))), None)
+    if found is not None:
+        console.print(f"[bold cyan]evaluation[/] {escape(found['message'])}", highlight=False)
 
 
 @register("retrieve")

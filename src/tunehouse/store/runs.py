@@ -170,7 +170,7 @@ def complete_job(
     adapter_dir: Path,
     trained_tokens: int,
     hyperparameters: dict,
-    result_file_id: str,
+    result_file_ids: list[str],
 ) -> bool:
     """running -> succeeded: publish the model, results file, resolved hyperparameters and the final events."""
     with transaction(conn):
@@ -178,7 +178,7 @@ def complete_job(
             "UPDATE jobs SET status = 'succeeded', fine_tuned_model = model_id, finished_at = ?, trained_tokens = ?,"
             " hyperparameters = ?, result_files = ?, estimated_finish = NULL, worker_id = NULL"
             " WHERE id = ? AND worker_id = ? AND status IN ('running', 'queued')",
-            (now(), trained_tokens, json.dumps(hyperparameters), json.dumps([result_file_id]), job["id"], worker_id),
+            (now(), trained_tokens, json.dumps(hyperparameters), json.dumps(result_file_ids), job["id"], worker_id),
         )
         if not cur.rowcount:
             return False

@@ -135,6 +135,37 @@ def _heartbeat_loop(settings: Settings, job_id: str, worker_id: str, done: threa
         conn.close()
 
 
+def _evaluate(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, adapter_dir: Path) -> str | None:
+    """The tuned model vs its base on the job's validation file: an event, and report.json as a result file.
+
+    Training already succeeded, so an evaluation that cannot run is a warning event, never a failed job.
+    """
+    if not job["validation_file"] or settings.job_eval_examples <= 0:
+        return None
+    from tunehouse.eval.job_eval import evaluate_job, evaluation_event
+    from tunehouse.eval.runner import EvalError
+
+    with transaction(conn):
+        add_event(conn, job["id"], f"Evaluating the fine-tuned model against {job['base_model']} on up to "
+                                   f"{settings.job_eval_examples} validation examples")
+    out_dir = settings.jobs_dir / job["id"] / "evaluation"
+    try:
+        result = evaluate_job(settings, job["base_model"], adapter_dir, blob_path(settings, job["validation_file"]),
+                              out_dir, model_id=job["model_id"], max_examples=settings.job_eval_examples)
+    except Exception as e:
+        if not isinstance(e, EvalError):
+            log.exception("job %s: evaluation failed", job["id"])
+        with transaction(conn):
+            add_event(conn, job["id"], f"Evaluation skipped: {e}", level="warn")
+        return None
+    message, data = evaluation_event(result)
+    with transaction(conn):
+        add_event(conn, job["id"], message, data=data)
+    report = add_file(conn, settings, project=job["project"], filename="evaluation_report.json",
+                      purpose="fine-tune-results", src=out_dir / "report.json", validate=False)
+    return report["id"]
+
+
 def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str, result) -> str:
     if result.status != "succeeded":
         # paused by the user, or our shutdown: a still-running row goes back to the queue for the next worker
@@ -147,12 +178,16 @@ def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, work
     write_results_csv([by_step[s] for s in sorted(by_step)], tmp)
     results = add_file(conn, settings, project=job["project"], filename="step_metrics.csv",
                        purpose="fine-tune-results", src=tmp, validate=False)
+    file_ids = [results["id"]]
+    report_id = _evaluate(settings, conn, job, Path(result.adapter_dir))
+    file_ids += [report_id] if report_id else []
     ok = runs.complete_job(conn, job, worker_id, adapter_dir=Path(result.adapter_dir),
                            trained_tokens=int(result.trained_tokens), hyperparameters=result.hyperparameters,
-                           result_file_id=results["id"])
-    if not ok:  # cancelled at the last moment or taken over: the results file belongs to nobody
-        conn.execute("DELETE FROM files WHERE id = ?", (results["id"],))
-        blob_path(settings, results["id"]).unlink(missing_ok=True)
+                           result_file_ids=file_ids)
+    if not ok:  # cancelled at the last moment or taken over: the result files belong to nobody
+        for file_id in file_ids:
+            conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
+            blob_path(settings, file_id).unlink(missing_ok=True)
         runs.release_job(conn, job["id"], worker_id)
         return "lost"
     return "succeeded"
