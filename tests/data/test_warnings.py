@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.data.conftest import chat, good_chats
+from tunehouse.data.quality import count_words
 from tunehouse.data.validation import validate_file
 
 
@@ -39,6 +40,13 @@ def test_short_message(write_jsonl):
 
 def test_brief_assistant_answer(write_jsonl):
     assert _warnings(write_jsonl(_with(chat(answer="Paris.")))) == [(4, "brief_assistant_answer")]
+
+
+def test_brief_assistant_answer_counts_each_cjk_character_as_a_word(write_jsonl):
+    # A full Chinese sentence has no spaces; it is not brief. Two characters are.
+    assert _warnings(write_jsonl(_with(chat(answer="巴黎是法国的首都。")))) == []
+    assert _warnings(write_jsonl(_with(chat(answer="巴黎")))) == [(4, "brief_assistant_answer")]
+    assert count_words("東京 is big") == 4 and count_words("Ça va bien") == 3
 
 
 def test_refusal(write_jsonl):

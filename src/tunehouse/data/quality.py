@@ -4,7 +4,8 @@
 its system prompt. Rules, each with its own code:
 - no_system_message / no_user_message: the conversation has none;
 - short_message: a user/system message under MIN_MESSAGE_CHARS characters ("k", "?");
-- brief_assistant_answer: a trained assistant answer under MIN_ANSWER_WORDS words (tool calls excepted);
+- brief_assistant_answer: a trained assistant answer under MIN_ANSWER_WORDS words (tool calls excepted; each
+  Chinese/Japanese character counts as a word, as those scripts do not put spaces between words);
 - refusal: a trained answer containing a refusal phrase ("I cannot", "As an AI", ...);
 - last_message_not_assistant: the chat ends with another role, which is never trained on;
 - no_trained_tokens: every assistant message has weight 0.
@@ -32,6 +33,21 @@ def _text(content: Any) -> str:
     return ""
 
 
+def _is_cjk(ch: str) -> bool:
+    """Han ideographs, kana and CJK compatibility ideographs: scripts written without spaces between words."""
+    o = ord(ch)
+    return 0x3040 <= o <= 0x30FF or 0x3400 <= o <= 0x4DBF or 0x4E00 <= o <= 0x9FFF or 0xF900 <= o <= 0xFAFF
+
+
+def count_words(text: str) -> int:
+    if text.isascii():  # the common case stays a plain split (validation speed is a benchmark target)
+        return len(text.split())
+    cjk = sum(map(_is_cjk, text))
+    if not cjk:
+        return len(text.split())
+    return cjk + len("".join(" " if _is_cjk(ch) else ch for ch in text).split())
+
+
 def _answer_warnings(answers: list[dict], out: list[tuple[str, str]]) -> None:
     brief = refused = None
     trained = False
@@ -41,7 +57,7 @@ def _answer_warnings(answers: list[dict], out: list[tuple[str, str]]) -> None:
         trained = True
         text = _text(m.get("content"))
         if brief is None and not (m.get("tool_calls") or m.get("function_call")):
-            words = len(text.split())
+            words = count_words(text)
             if words < MIN_ANSWER_WORDS:
                 brief = f"assistant answer is very brief ({words} word(s)): {text.strip()[:40]!r}"
         if refused is None:
