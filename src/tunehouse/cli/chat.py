@@ -54,7 +54,7 @@ def chat_command(
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Answer length limit")] = 512,
     base_url: Annotated[str | None, typer.Option("--base-url", help="A running server (default: start one in "
                                                  "this process)")] = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", help="API key [env TUNEHOUSE_API_KEY]")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="API key (env TUNEHOUSE_API_KEY)")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Chat with a model, streaming its answers. Ctrl-D or /exit quits; /reset starts over."""

@@ -20,7 +20,9 @@ from tunehouse.cli.app import app, build_settings, console, err_console
 
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of this server (stored hashed in the data dir).")
 app.add_typer(keys_app, name="keys", rich_help_panel="Service")
-DataDir = Annotated[str | None, typer.Option("--data-dir", help="Data dir [env TUNEHOUSE_DATA_DIR, ~/.tunehouse]")]
+DataDir = Annotated[
+    str | None, typer.Option("--data-dir", help="Data dir (env TUNEHOUSE_DATA_DIR; default ~/.tunehouse)")
+]
 
 
 def _loopback(host: str) -> bool:
@@ -37,8 +39,8 @@ def _start_worker_child(data_dir: str) -> subprocess.Popen:
 
 @app.command(rich_help_panel="Service")
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind [env TUNEHOUSE_HOST, 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [env TUNEHOUSE_PORT, 8000]")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (env TUNEHOUSE_HOST; default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (env TUNEHOUSE_PORT; default 8000)")] = None,
     data_dir: DataDir = None,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="API only; run `tunehouse worker` yourself")] = False,
 ) -> None:
