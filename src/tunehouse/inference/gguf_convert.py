@@ -48,6 +48,16 @@ def _peft_scaling(cfg: dict, module_key: str, r: int) -> float:
     return alpha / math.sqrt(r) if cfg.get("use_rslora") else alpha / r
 
 
+def _commit(writer, tmp: Path, out_path: Path) -> Path:
+    """Write the GGUF to its temporary name, then rename it into place: readers never see half a file."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out_path)
+    return out_path
+
+
 def write_lora_gguf(adapter_dir: str | Path, out_path: str | Path) -> Path:
     """Write a PEFT LoRA adapter directory as a llama.cpp GGUF LoRA adapter; refuses what would not be exact."""
     from safetensors.numpy import load_file
@@ -93,12 +103,7 @@ def write_lora_gguf(adapter_dir: str | Path, out_path: str | Path) -> Path:
             b = b * np.float32(fold)
         writer.add_tensor(name + ".lora_a", np.ascontiguousarray(a))
         writer.add_tensor(name + ".lora_b", np.ascontiguousarray(b))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(out_path)
-    return out_path
+    return _commit(writer, tmp, out_path)
 
 
 def check_gemma3_config(config: dict) -> None:
@@ -202,12 +207,7 @@ def write_base_gguf(model_dir: str | Path, out_path: str | Path) -> Path:
     n_vocab = _add_bpe_vocab(w, model_dir)
     for name, value in _gguf_tensors(weights, n_vocab):
         w.add_tensor(name, np.ascontiguousarray(value.astype(np.float32)))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    tmp.replace(out_path)
-    return out_path
+    return _commit(w, tmp, out_path)
 
 
 def _gguf_tensors(weights: dict[str, np.ndarray], n_vocab: int):
@@ -291,9 +291,4 @@ def write_precision_gguf(src_path: str | Path, out_path: str | Path, precision: 
             writer.add_tensor(t.name, np.ascontiguousarray(rows, dtype=np.float16))
         else:
             writer.add_tensor(t.name, quantize(np.ascontiguousarray(rows, dtype=np.float32), target), raw_dtype=target)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    tmp.replace(out_path)
-    return out_path
+    return _commit(writer, tmp, out_path)
