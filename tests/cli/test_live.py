@@ -1,4 +1,4 @@
-"""The CLI against a live tunehouse server (uvicorn + a training worker in threads) with the tiny model.
+"""The CLI against a live tunehouse server (uvicorn + a training worker in threads, as the quickstart runs them).
 
 The seed guide's four commands run as written (`openai` replaced by `tunehouse`), with the alias
 gpt-4o-mini-2024-07-18 -> tiny-gemma; the job really trains; `--json` outputs are parsed; error paths are checked.
@@ -8,55 +8,19 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import threading
-import time
 
 import pytest
 
+from tunehouse.eval.local_server import local_server
+
 ALIAS = "gpt-4o-mini-2024-07-18"
-
-
-def start_server(settings, with_worker: bool = True):
-    """uvicorn in a thread on a free port (plus run_worker in a thread); returns (base_url, stop)."""
-    import uvicorn
-
-    from tunehouse.api.app import create_app
-    from tunehouse.worker.main import run_worker
-
-    # Bind the socket here and hand it to uvicorn: choosing a free port and binding it later races other tests.
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    threads = [threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)]
-    stop_worker = threading.Event()
-    if with_worker:
-        threads.append(threading.Thread(target=run_worker, args=(settings, stop_worker), daemon=True))
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert threads[0].is_alive(), "uvicorn exited during startup"
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-
-    def stop() -> None:
-        stop_worker.set()
-        server.should_exit = True
-        for t in threads:
-            t.join(timeout=60)
-        sock.close()
-
-    return f"http://127.0.0.1:{port}/v1", stop
 
 
 @pytest.fixture
 def live(settings):
     settings = settings.model_copy(update={"model_aliases": {ALIAS: "tiny-gemma"}, "worker_poll_seconds": 0.2})
-    base_url, stop = start_server(settings)
-    yield base_url
-    stop()
+    with local_server(settings, worker=True) as base_url:
+        yield base_url
 
 
 @pytest.fixture
@@ -132,11 +96,8 @@ def test_error_paths_against_the_live_server(cli, live, training_data):
 
 
 def test_bad_key_when_keys_are_set(cli, settings):
-    base_url, stop = start_server(settings.model_copy(update={"api_keys": "sk-good"}), with_worker=False)
-    try:
+    with local_server(settings.model_copy(update={"api_keys": "sk-good"})) as base_url:
         wrong = cli("files", "list", "--base-url", base_url, "--api-key", "sk-wrong")
         assert wrong.exit_code == 1 and "HTTP 401" in wrong.stderr and "--api-key" in wrong.stderr
         right = cli("files", "list", "--json", "--base-url", base_url, "--api-key", "sk-good")
         assert right.exit_code == 0 and json.loads(right.stdout)["data"] == []
-    finally:
-        stop()

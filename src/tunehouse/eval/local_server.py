@@ -7,6 +7,7 @@ code would, without a second terminal.
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -14,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tunehouse.config import Settings
+
+log = logging.getLogger("tunehouse.local_server")
 
 
 class ServerUnavailable(RuntimeError):
@@ -64,8 +67,16 @@ def local_server(settings: Settings, worker: bool = False, port: int = 0, host: 
     if worker:
         from tunehouse.worker.main import run_worker
 
-        worker_thread = threading.Thread(target=run_worker, args=(settings,), kwargs={"stop_event": stop},
-                                         name="tunehouse-worker", daemon=True)
+        def work() -> None:
+            # Server and worker live and die together: a dead worker would leave jobs queued and a client
+            # following one waiting forever, while a stopped server makes the client fail with an error.
+            try:
+                run_worker(settings, stop_event=stop)
+            except Exception:
+                log.exception("the in-process training worker failed; stopping the in-process server")
+                server.should_exit = True
+
+        worker_thread = threading.Thread(target=work, name="tunehouse-worker", daemon=True)
         worker_thread.start()
     try:
         yield f"http://{host}:{bound_port}/v1"

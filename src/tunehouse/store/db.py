@@ -130,10 +130,28 @@ def connect(settings: Settings) -> sqlite3.Connection:
     conn = sqlite3.connect(settings.db_path, timeout=30, isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA busy_timeout = 30000")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _enable_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across process crashes (SIGKILL)
     migrate(conn)
     return conn
+
+
+def _enable_wal(conn: sqlite3.Connection, wait_seconds: float = 30.0) -> None:
+    """Switch the database to WAL, waiting out other connections doing the same.
+
+    On a fresh database the switch needs an exclusive lock, and SQLite reports "database is locked" at once
+    instead of calling the busy handler when another connection (the API and the worker starting together)
+    holds it, so we retry for as long as busy_timeout would have waited.
+    """
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def migrate(conn: sqlite3.Connection) -> int:
