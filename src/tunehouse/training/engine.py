@@ -48,14 +48,14 @@ def _wrap_lora(model, config: TrainingConfig):
         path = Path(config.init_adapter)
         if not (path / "adapter_config.json").is_file():
             raise ValueError(f"init_adapter {path} is not a PEFT adapter directory")
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM", bias="none")
     with warnings.catch_warnings():
         # peft reads transformers' deprecated `is_gradient_checkpointing`: a FutureWarning in every job's log
         # that the user can do nothing about.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
         if config.init_adapter:
             return PeftModel.from_pretrained(model, str(path), is_trainable=True)
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=config.target_modules, task_type="CAUSAL_LM", bias="none")
         return get_peft_model(model, lora)
 
 
