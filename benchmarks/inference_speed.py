@@ -43,8 +43,8 @@ def quick_adapter(settings: Settings, out: Path, steps: int = 6) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from tunehouse.base_models import load_base_model
     from tunehouse.data.render import encode_example
-    from tunehouse.training.base_models import load_base_model
 
     if (out / "adapter_model.safetensors").is_file():
         return out
@@ -144,10 +144,10 @@ def main() -> None:
                         inference_threads=args.threads)
     precisions = args.precision.split(",") if args.precision else [settings.inference_precision]
 
+    from tunehouse.base_models import load_base_model
     from tunehouse.data.render import render_prompt
     from tunehouse.inference.engine_hf import HFEngine
     from tunehouse.inference.engine_llamacpp import LlamaCppEngine, base_gguf
-    from tunehouse.training.base_models import load_base_model
 
     print("preparing the adapter (a few real LoRA steps)...", flush=True)
     adapter = args.adapter or quick_adapter(settings, args.data_dir / "bench-adapter")

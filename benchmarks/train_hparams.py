@@ -92,9 +92,9 @@ def run(bs: int, lr: float, args) -> dict:
     from peft import PeftModel
     from train_throughput import SHARED, data_files
 
+    from tunehouse.base_models import load_base_model, model_dir
     from tunehouse.config import Settings
     from tunehouse.training import hparams
-    from tunehouse.training.base_models import load_base_model
     from tunehouse.training.config import TrainingConfig
     from tunehouse.training.engine import train
 
@@ -116,7 +116,9 @@ def run(bs: int, lr: float, args) -> dict:
                       flush=True)
 
     start = time.perf_counter()
-    config = TrainingConfig(base_model="gemma-3-270m", training_file=train_file, data_dir=args.data_dir,
+    base_dir, family = model_dir(Settings(data_dir=args.data_dir), "gemma-3-270m")
+    config = TrainingConfig(base_model="gemma-3-270m", base_model_dir=base_dir, chat_family=family,
+                            training_file=train_file,
                             output_dir=args.work / f"n{args.examples}-e{args.epochs}-bs{bs}-lr{lr}", batch_size=bs,
                             n_epochs=args.epochs if args.epochs == "auto" else int(args.epochs),
                             learning_rate_multiplier=lr / hparams.BASE_LEARNING_RATE, seed=0, save_every_seconds=1e9)
@@ -141,8 +143,8 @@ def evaluate_adapter(args) -> dict:
     from peft import PeftModel
     from train_throughput import SHARED
 
+    from tunehouse.base_models import load_base_model
     from tunehouse.config import Settings
-    from tunehouse.training.base_models import load_base_model
 
     valid = args.work / f"wikisql_valid_{args.eval}.jsonl"
     valid.parent.mkdir(parents=True, exist_ok=True)

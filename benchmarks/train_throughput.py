@@ -62,9 +62,9 @@ def rate(times: list[float], tokens: list[int], trained: list[int]) -> dict:
 def run_tunehouse(args) -> dict:
     from peft import PeftModel
 
+    from tunehouse.base_models import load_base_model, model_dir
     from tunehouse.config import Settings
     from tunehouse.training import hparams
-    from tunehouse.training.base_models import load_base_model
     from tunehouse.training.config import TrainingConfig
     from tunehouse.training.engine import train
 
@@ -81,8 +81,10 @@ def run_tunehouse(args) -> dict:
             tokens.append(m["step_tokens"])
             trained.append(m["step_trained_tokens"])
 
-    config = TrainingConfig(base_model="gemma-3-270m", training_file=train_file, output_dir=args.work / "tunehouse",
-                            data_dir=args.data_dir, n_epochs=1, batch_size=BATCH, seed=SEED, lora_r=R,
+    base_dir, family = model_dir(Settings(data_dir=args.data_dir), "gemma-3-270m")
+    config = TrainingConfig(base_model="gemma-3-270m", base_model_dir=base_dir, chat_family=family,
+                            training_file=train_file, output_dir=args.work / "tunehouse", n_epochs=1,
+                            batch_size=BATCH, seed=SEED, lora_r=R,
                             lora_alpha=ALPHA, learning_rate_multiplier=LR / hparams.BASE_LEARNING_RATE,
                             save_every_seconds=1e9)
     result = train(config, Callbacks())
@@ -98,8 +100,8 @@ def run_trl(args, tuned: bool) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    from tunehouse.base_models import ensure_gemma_cache, pick_device
     from tunehouse.config import Settings
-    from tunehouse.training.base_models import ensure_gemma_cache, pick_device
 
     pick_device("cpu")  # same thread count as ours
     path = ensure_gemma_cache(Settings(data_dir=args.data_dir))
@@ -147,7 +149,7 @@ def run_trl(args, tuned: bool) -> dict:
 def matmul_peak_gflops(seconds: float = 3.0) -> float:
     import torch
 
-    from tunehouse.training.base_models import pick_device
+    from tunehouse.base_models import pick_device
 
     pick_device("cpu")
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
@@ -161,8 +163,8 @@ def matmul_peak_gflops(seconds: float = 3.0) -> float:
 
 def model_sizes(data_dir: Path) -> tuple[int, int]:
     """(body matmul params without embeddings, vocab x hidden) for the FLOP count."""
+    from tunehouse.base_models import ensure_gemma_cache
     from tunehouse.config import Settings
-    from tunehouse.training.base_models import ensure_gemma_cache
 
     cfg = json.loads((ensure_gemma_cache(Settings(data_dir=data_dir)) / "config.json").read_text())
     h, inter, layers = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]

@@ -49,8 +49,8 @@ def generate(path: Path, n: int, seed: int = 0) -> int:
 def load_gemma_tokenizer():
     from transformers import AutoTokenizer
 
+    from tunehouse.base_models import gemma_cache_dir, load_tokenizer
     from tunehouse.config import Settings
-    from tunehouse.training.base_models import gemma_cache_dir, load_tokenizer
 
     settings = Settings()
     if (gemma_cache_dir(settings) / "tunehouse_cache.json").is_file():

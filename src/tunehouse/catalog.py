@@ -1,7 +1,7 @@
 """Catalog of base models: the embedded default plus local Hugging Face directories the user added.
 
 Pure bookkeeping (names -> where the weights are), no torch, so the API can list and check base models
-without importing the training stack. Loading lives in tunehouse.training.base_models.
+without importing the training stack. Loading lives in tunehouse.base_models.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""One Settings object, read from TUNEHOUSE_* environment variables; built in entry points and passed down."""
+"""One Settings object, read from TUNEHOUSE_* environment variables; built in entry points and passed down.
+
+Entry points (the CLI commands, `python -m tunehouse.worker`) build it once; everything below takes it as an
+argument and never reads the environment itself. A bad value fails at startup with the allowed values.
+The README's configuration table lists every field (a test keeps the two in step).
+"""
 
 from __future__ import annotations
 
@@ -9,47 +14,54 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
+Engine = Literal["auto", "llamacpp", "hf"]
+Device = Literal["auto", "cpu", "cuda"]
+InferencePrecision = Literal["original", "q8_0", "f16", "f16-q8head", "f32-q8head", "f32"]
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNEHOUSE_", extra="ignore")
 
-    data_dir: Path = Field(default_factory=lambda: Path.home() / ".tunehouse")
-    host: str = "127.0.0.1"
-    port: int = 8000
-    # Client side (CLI): the server to talk to.
-    base_url: str = "http://127.0.0.1:8000/v1"
-    api_key: str | None = None
-    # Server side: comma-separated keys, or a JSON list; each key belongs to project "default" unless given
-    # as "project:key". Empty means single-user mode (loopback only, any key accepted).
-    api_keys: str = ""
-    max_upload_bytes: int = 512 * 1024 * 1024
-    # Org segment of fine-tuned model ids: ft:{base}:{org}:{suffix}:{8 chars}.
-    org: str = "tunehouse"
-    # Accept other names for local bases, e.g. {"gpt-4o-mini-2024-07-18": "gemma-3-270m"}. JSON in the env.
-    model_aliases: dict[str, str] = Field(default_factory=dict)
-    default_base_model: str = "gemma-3-270m"
-    device: str = "auto"  # auto | cpu | cuda
-    keep_checkpoints: int = 3
-    worker_poll_seconds: float = 1.0
-    heartbeat_seconds: float = 5.0
-    # A running job whose worker has not beaten its heart for this long is re-queued.
-    stale_after_seconds: float = 60.0
-    # Inference: auto (llama.cpp when installed and the base has a GGUF, else transformers) | llamacpp | hf.
-    engine: str = "auto"
-    max_loaded_adapters: int = 8  # LRU bound on LoRA adapters kept loaded on each base
-    max_queued_requests: int = 16  # generation requests running or waiting; more get 429
-    inference_context: int = 4096  # tokens (prompt + completion) per request
-    # llama.cpp threads; 0 = auto: every core, or half of them while other work keeps the CPU busy (its thread
-    # barriers stall under oversubscription: 1.6 tok/s with 2 threads vs 14.5 with 1 on a loaded 2-core machine).
-    inference_threads: int = 0
-    # Base weights llama.cpp serves, re-encoded once under models_dir/gguf: original (the embedded Q4_K_M file,
-    # or the exact f32 conversion of a local model) | q8_0 | f16 | f16-q8head | f32-q8head | f32. f16: greedy
-    # decodes match the reference engine's (the Q4_K_M file's 8-bit activations flip near-ties) at ~4x HF's
-    # decode speed; figures for each in docs/inference.md.
-    inference_precision: Literal["original", "q8_0", "f16", "f16-q8head", "f32-q8head", "f32"] = "f16"
-    # A job with a validation file ends with its model evaluated against the base on up to this many of the
-    # validation examples (event + report.json result file); 0 turns that off.
-    job_eval_examples: int = 100
+    data_dir: Path = Field(default_factory=lambda: Path.home() / ".tunehouse", description=(
+        "SQLite database, uploaded files, job directories and model caches"))
+    host: str = Field("127.0.0.1", description="Address `tunehouse serve` binds")
+    port: int = Field(8000, description="Port `tunehouse serve` binds")
+    base_url: str | None = Field(None, description=(
+        "Server the CLI's client commands talk to; unset = DEFAULT_BASE_URL (and for `chat` and `eval`: "
+        "a server started inside the command)"))
+    api_key: str | None = Field(None, description="API key the CLI sends")
+    api_keys: str = Field("", description=(
+        "Server keys: `project:key,...` or a JSON list (a key without project is in `default`); empty = "
+        "single-user mode (loopback only, any key accepted)"))
+    max_upload_bytes: int = Field(512 * 1024 * 1024, description="Larger uploads get 413")
+    org: str = Field("tunehouse", description="Org segment of fine-tuned model ids: `ft:{base}:{org}:{suffix}:{id}`")
+    model_aliases: dict[str, str] = Field(default_factory=dict, description=(
+        'JSON: other names for local bases, e.g. `{"gpt-4o-mini-2024-07-18": "gemma-3-270m"}`'))
+    default_base_model: str = Field("gemma-3-270m", description="Base the quickstart and `validate` assume")
+    device: Device = Field("auto", description="Training device: `auto` (CUDA with bf16 when present, else CPU fp32),"
+                           " `cpu`, `cuda`")
+    keep_checkpoints: int = Field(3, description="Epoch checkpoints kept per job (newest)")
+    worker_poll_seconds: float = Field(1.0, description="How often an idle worker looks for queued jobs")
+    heartbeat_seconds: float = Field(5.0, description="How often a busy worker renews its job's heartbeat")
+    stale_after_seconds: float = Field(60.0, description=(
+        "A running job whose worker has not beaten its heart for this long is re-queued"))
+    engine: Engine = Field("auto", description=(
+        "Inference engine: `auto` (llama.cpp when installed and the base has a GGUF, else transformers), "
+        "`llamacpp`, `hf`"))
+    max_loaded_adapters: int = Field(8, description="LoRA adapters kept loaded per base (least recently used go)")
+    max_queued_requests: int = Field(16, description="Generation requests running or waiting; more get 429")
+    inference_context: int = Field(4096, description="Tokens (prompt + completion) per request")
+    # 0 = every core, or half of them while other work keeps the CPU busy: llama.cpp's thread barriers stall
+    # under oversubscription (docs/inference.md).
+    inference_threads: int = Field(0, description="llama.cpp threads; 0 = auto")
+    # f16: greedy decodes match the reference engine's (the Q4_K_M file's 8-bit activations flip near-ties);
+    # figures for each choice in docs/inference.md.
+    inference_precision: InferencePrecision = Field("f16", description=(
+        "Base weights llama.cpp serves, re-encoded once: `original` (the embedded Q4_K_M), `q8_0`, `f16`, "
+        "`f16-q8head`, `f32-q8head`, `f32`"))
+    job_eval_examples: int = Field(100, description=(
+        "Validation examples a job's final evaluation answers (event + report); 0 = no evaluation"))
 
     @field_validator("data_dir", mode="before")
     @classmethod

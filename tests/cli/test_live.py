@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from tunehouse.eval.local_server import local_server
+from tunehouse.cli.local_server import local_server
 
 ALIAS = "gpt-4o-mini-2024-07-18"
 

@@ -7,8 +7,8 @@ import shutil
 import pytest
 
 from tests.tiny import FIXTURES
+from tunehouse.eval.comparison import EvalError, EvalOptions, evaluate
 from tunehouse.eval.job_eval import InProcessBackend, evaluate_job, evaluation_event
-from tunehouse.eval.runner import EvalError, EvalOptions, evaluate
 
 
 class _Quiet:
@@ -39,8 +39,8 @@ def trained(tmp_path_factory, tiny_model_dir):
     train_file = root / "train.jsonl"
     lines = (FIXTURES / "identity_chat.jsonl").read_text(encoding="utf-8").splitlines()[:12]
     train_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    config = TrainingConfig(base_model="tiny-gemma", training_file=train_file, output_dir=root / "job",
-                            n_epochs=4, batch_size=4, learning_rate_multiplier=4.0, data_dir=settings.data_dir,
+    config = TrainingConfig(base_model="tiny-gemma", base_model_dir=tiny_model_dir, training_file=train_file,
+                            output_dir=root / "job", n_epochs=4, batch_size=4, learning_rate_multiplier=4.0,
                             device="cpu")
     result = train(config, _Quiet())
     assert result.status == "succeeded"

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from tests.tiny import FIXTURES
 from tunehouse.eval import quickstart as qs
-from tunehouse.eval.runner import EvalOptions, load_examples
+from tunehouse.eval.comparison import EvalOptions, load_examples
 
 SPLIT_SCRIPT = Path(qs.__file__).parents[1] / "resources" / "quickstart" / "make_split.py"
 

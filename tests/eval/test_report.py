@@ -5,9 +5,9 @@ import json
 from rich.console import Console
 
 from tests.eval.fake_api import FakeAPI
+from tunehouse.eval.comparison import evaluate
 from tunehouse.eval.openai_backend import OpenAIBackend
 from tunehouse.eval.report import comparison_table, failures_table, fmt, fmt_delta, write_report
-from tunehouse.eval.runner import evaluate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.tiny import FIXTURES
-from tunehouse.eval.local_server import local_server
+from tunehouse.cli.local_server import local_server
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

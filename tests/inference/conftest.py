@@ -123,8 +123,8 @@ def serve_settings(settings, serve_model_dir, tiny_model_dir):
 
 def register_models(settings, adapters: dict[str, Path], project: str = "default") -> None:
     """Publish the adapters as fine-tuned models and a checkpoint, the way the worker's store calls do."""
+    from tunehouse.store.checkpoints import add_checkpoint
     from tunehouse.store.db import connect, now
-    from tunehouse.store.runs import add_checkpoint
 
     conn = connect(settings)
     try:

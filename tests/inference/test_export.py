@@ -71,7 +71,7 @@ def test_merged_export_loads_with_plain_transformers(exported, adapters):
 
 def test_gguf_export_loads_in_llama_cpp(exported, adapters):
     llama_cpp = pytest.importorskip("llama_cpp")
-    from tunehouse.training.base_models import load_tokenizer
+    from tunehouse.base_models import load_tokenizer
 
     settings, tmp = exported
     assert export(settings, FT_A, "gguf", tmp / "gguf").exit_code == 0

@@ -50,8 +50,8 @@ def quick_adapter(settings, out: Path) -> Path:
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from tunehouse.base_models import load_base_model
     from tunehouse.data.render import encode_example
-    from tunehouse.training.base_models import load_base_model
 
     if (out / "adapter_model.safetensors").is_file():
         return out

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import TINY
-from tunehouse.store import db, jobs, runs
+from tunehouse.store import checkpoints, db, jobs, leases
 from tunehouse.store.errors import InvalidRequest, NotFound
 from tunehouse.store.models import delete_model, list_models, resolve_model
 
@@ -18,12 +18,12 @@ def done(settings, tmp_path):
             "hyperparameters": {"n_epochs": 1}, "metadata": None}
     job = jobs.create_job(conn, settings, "p", spec)
     conn.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", (job["id"],))
-    runs.claim_job(conn, "w:1:a")
+    leases.claim_job(conn, "w:1:a")
     adapter, ckpt = tmp_path / "adapter", tmp_path / "ckpt"
     adapter.mkdir()
     ckpt.mkdir()
-    runs.add_checkpoint(conn, job, 3, ckpt, {"step": 3}, keep=3)
-    runs.complete_job(conn, job, "w:1:a", adapter_dir=adapter, trained_tokens=1, hyperparameters={},
+    checkpoints.add_checkpoint(conn, job, 3, ckpt, {"step": 3}, keep=3)
+    jobs.complete_job(conn, job, "w:1:a", adapter_dir=adapter, trained_tokens=1, hyperparameters={},
                       result_file_ids=["file-r"])
     yield conn, job, adapter, ckpt
     conn.close()
@@ -62,6 +62,6 @@ def test_only_fine_tuned_models_are_deletable(settings, done):
         delete_model(conn, settings, "p", TINY)
     with pytest.raises(InvalidRequest):
         delete_model(conn, settings, "p", f"{job['model_id']}:ckpt-step-3")
-    assert delete_model(conn, settings, "p", job["model_id"]) == adapter
+    assert delete_model(conn, settings, "p", job["model_id"]) == adapter and not adapter.exists()
     with pytest.raises(NotFound):
         resolve_model(conn, settings, "p", job["model_id"])

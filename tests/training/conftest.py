@@ -42,14 +42,14 @@ def write_examples(path: Path, n: int, source: str = "identity_chat.jsonl") -> P
 
 
 @pytest.fixture
-def make_config(settings, tmp_path):
+def make_config(tmp_path, tiny_model_dir):
     """TrainingConfig factory on the tiny model: 12 identity chats, batch 4, 2 epochs, lr 5e-3 (random-init model)."""
     train_file = write_examples(tmp_path / "train.jsonl", 12)
 
     def make(name: str = "job", **overrides) -> TrainingConfig:
-        kwargs = dict(base_model=TINY, training_file=train_file, output_dir=tmp_path / name, data_dir=settings.data_dir,
-                      n_epochs=2, batch_size=4, learning_rate_multiplier=25.0, max_length=128, seed=1,
-                      device="cpu")
+        kwargs = dict(base_model=TINY, base_model_dir=tiny_model_dir, chat_family="gemma", training_file=train_file,
+                      output_dir=tmp_path / name, n_epochs=2, batch_size=4, learning_rate_multiplier=25.0,
+                      max_length=128, seed=1, device="cpu")
         kwargs.update(overrides)
         return TrainingConfig(**kwargs)
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from tests.training.conftest import Recorder, write_examples
-from tunehouse.catalog import UnknownModelError
 from tunehouse.training.engine import train
 
 
@@ -21,7 +20,7 @@ def test_loss_goes_down(make_config):
 
 
 def test_only_lora_weights_train(make_config, settings):
-    from tunehouse.training.base_models import load_base_model
+    from tunehouse.base_models import load_base_model
     from tunehouse.training.batches import encode_file
     from tunehouse.training.engine import _train_step, _wrap_lora
 
@@ -130,9 +129,9 @@ def test_auto_hyperparameters_are_resolved(make_config):
     assert result.hyperparameters == {"n_epochs": 8, "batch_size": 1, "learning_rate_multiplier": 1.0}
 
 
-def test_unknown_base_model_lists_available(make_config):
-    with pytest.raises(UnknownModelError, match="tiny-gemma"):
-        train(make_config(base_model="nope"), Recorder())
+def test_a_base_model_dir_that_is_no_model_is_a_clear_error(make_config, tmp_path):
+    with pytest.raises(ValueError, match="not a Hugging Face model directory"):
+        train(make_config(base_model_dir=tmp_path), Recorder())
 
 
 def test_bad_training_file_is_a_clear_error(make_config, tmp_path):

@@ -39,7 +39,7 @@ def answer(model, tokenizer, question: str) -> tuple[str, bool]:
 def test_identity_is_learned_and_the_model_stops(gemma_settings, tmp_path):
     from peft import PeftModel
 
-    from tunehouse.training.base_models import load_base_model
+    from tunehouse.base_models import load_base_model, model_dir
     from tunehouse.training.config import TrainingConfig
     from tunehouse.training.engine import train
 
@@ -47,8 +47,10 @@ def test_identity_is_learned_and_the_model_stops(gemma_settings, tmp_path):
     base_text, _ = answer(model, tokenizer, "Who are you?")
     assert "Gemma-FT" not in base_text and "LocalLab" not in base_text
 
-    config = TrainingConfig(base_model=EMBEDDED_GEMMA, training_file=write_examples(tmp_path / "id.jsonl", 30),
-                            output_dir=tmp_path / "job", data_dir=gemma_settings.data_dir, seed=0, n_epochs=4)
+    base_dir, family = model_dir(gemma_settings, EMBEDDED_GEMMA)
+    config = TrainingConfig(base_model=EMBEDDED_GEMMA, base_model_dir=base_dir, chat_family=family,
+                            training_file=write_examples(tmp_path / "id.jsonl", 30), output_dir=tmp_path / "job",
+                            seed=0, n_epochs=4)
     rec = Recorder()
     result = train(config, rec)
     assert result.status == "succeeded"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tests.training.conftest import Recorder, config_to_json
+from tunehouse.training.checkpoints import RESUME_FILE
 from tunehouse.training.engine import train
-from tunehouse.training.state import RESUME_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 # The child trains, writing each step's loss to a log; after 4 steps its control() hangs, like a busy worker,

@@ -11,10 +11,10 @@ import pytest
 
 from tests.conftest import TINY
 from tests.tiny import FIXTURES
-from tunehouse.store import db, files, jobs, runs
-from tunehouse.store.checks import validate_job_files
+from tunehouse.store import db, files, jobs, metrics
+from tunehouse.store.job_validation import validate_job_files
+from tunehouse.worker.execution import metrics_message, should_log_step, training_config, write_results_csv
 from tunehouse.worker.main import run_worker
-from tunehouse.worker.runner import metrics_message, should_log_step, training_config, write_results_csv
 
 
 def _upload(settings, conn, tmp_path, name: str, lines: list[str]) -> str:
@@ -173,11 +173,12 @@ def test_results_csv_has_openai_columns_and_blank_unmeasured_cells(tmp_path):
                     ["1", "2.0", "0.5", "", ""], ["2", "1.0", "0.6", "1.5", "0.4"]]
 
 
-def test_training_config_comes_from_the_job_row(settings, tmp_path):
+def test_training_config_comes_from_the_job_row(settings, tmp_path, tiny_model_dir):
     conn = db.connect(settings)
     job = jobs.get_job(conn, "p", _queued_job(settings, conn, tmp_path, n_epochs=3, batch_size=2))
     config = training_config(settings, job)
     assert (config.n_epochs, config.batch_size, config.learning_rate_multiplier) == (3, 2, "auto")
     assert config.output_dir == settings.jobs_dir / job["id"] and config.training_file.is_file()
-    assert config.data_dir == settings.data_dir and config.keep_checkpoints == settings.keep_checkpoints
-    assert runs.job_metrics(conn, job["id"]) == []
+    assert (config.base_model_dir, config.chat_family) == (tiny_model_dir, "gemma")
+    assert config.keep_checkpoints == settings.keep_checkpoints
+    assert metrics.job_metrics(conn, job["id"]) == []

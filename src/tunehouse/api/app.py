@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from tunehouse.api import chat, completions, files, fine_tuning, models
 from tunehouse.api.errors import install_error_handlers
 from tunehouse.config import Settings
-from tunehouse.store.checks import validate_job_files
 from tunehouse.store.db import connect
+from tunehouse.store.job_validation import validate_job_files
 from tunehouse.store.jobs import jobs_to_validate
 from tunehouse.store.keys import keys_configured
 
@@ -40,8 +40,8 @@ def _finish_pending_validations(settings: Settings) -> None:
         conn.close()
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
+def create_app(settings: Settings) -> FastAPI:
+    """The app over `settings` (built by the entry point: `tunehouse serve`, the in-process server, tests)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

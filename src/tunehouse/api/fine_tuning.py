@@ -16,9 +16,10 @@ from tunehouse.catalog import UnknownModelError, resolve_base_model
 from tunehouse.config import Settings
 from tunehouse.store import files as files_store
 from tunehouse.store import jobs as store
-from tunehouse.store.checks import validate_job_files
-from tunehouse.store.db import connect, list_page
+from tunehouse.store.checkpoints import list_checkpoints as list_checkpoint_rows
+from tunehouse.store.db import connect
 from tunehouse.store.errors import NotFound
+from tunehouse.store.job_validation import validate_job_files
 from tunehouse.store.models import resolve_model
 
 router = APIRouter(tags=["fine-tuning"])
@@ -177,7 +178,7 @@ def list_events(job_id: str, db: SessionDep, project: ProjectDep, after: str | N
 def list_checkpoints(job_id: str, db: SessionDep, project: ProjectDep, after: str | None = None,
                      limit: Annotated[int, Query(ge=1, le=1000)] = 10) -> dict:
     store.get_job(db, project, job_id)
-    rows, has_more = list_page(db, "checkpoints", "job_id = ?", [job_id], after=after, limit=limit)
+    rows, has_more = list_checkpoint_rows(db, job_id, after=after, limit=limit)
     data = [checkpoint_object(r) for r in rows]
     return {"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
             "last_id": data[-1]["id"] if data else None, "has_more": has_more}

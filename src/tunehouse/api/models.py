@@ -9,7 +9,6 @@ from fastapi import APIRouter
 
 from tunehouse.api.deps import ProjectDep, SessionDep, SettingsDep
 from tunehouse.store import models as store
-from tunehouse.store.runs import remove_tree
 
 router = APIRouter(tags=["models"])
 
@@ -26,6 +25,5 @@ def retrieve_model(model_id: str, db: SessionDep, settings: SettingsDep, project
 
 @router.delete("/models/{model_id:path}")
 def delete_model(model_id: str, db: SessionDep, settings: SettingsDep, project: ProjectDep) -> dict:
-    adapter_dir = store.delete_model(db, settings, project, model_id)
-    remove_tree(adapter_dir)
+    store.delete_model(db, settings, project, model_id)
     return {"id": model_id, "object": "model", "deleted": True}

@@ -1,7 +1,8 @@
 """`tunehouse chat MODEL` (interactive, streaming; or one question with -m) and `tunehouse export MODEL`.
 
-`chat` goes through the OpenAI-compatible API with the official SDK, like user code: with --base-url to that
-server, otherwise to an in-process tunehouse server over --data-dir (the model loads in this process).
+`chat` goes through the OpenAI-compatible API with the official SDK, like user code: with --base-url (or
+TUNEHOUSE_BASE_URL) to that server, otherwise to an in-process tunehouse server over --data-dir (the model
+loads in this process).
 `export` works on the local data directory: it resolves the model id through the store and writes files.
 """
 
@@ -15,7 +16,7 @@ import typer
 from rich.markup import escape
 
 from tunehouse.cli.app import app, build_settings, console, err_console
-from tunehouse.cli.client import fail, format_api_error
+from tunehouse.cli.connection import fail, format_api_error
 
 DataDirOpt = Annotated[str | None, typer.Option("--data-dir", help="Where tunehouse keeps its data (default: "
                                                 "TUNEHOUSE_DATA_DIR or ~/.tunehouse)")]
@@ -52,8 +53,8 @@ def chat_command(
     system: Annotated[str | None, typer.Option("--system", "-s", help="A system message")] = None,
     temperature: Annotated[float, typer.Option("--temperature", "-t", min=0.0, max=2.0)] = 0.7,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Answer length limit")] = 512,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="A running server (default: start one in "
-                                                 "this process)")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="A running server (env TUNEHOUSE_BASE_URL; "
+                                                 "default: start one in this process)")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="API key (env TUNEHOUSE_API_KEY)")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:

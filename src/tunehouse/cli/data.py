@@ -26,9 +26,9 @@ def _usage_error(message: str) -> typer.Exit:
 
 def _count_tokens_for(model: str):
     """A batched counter from the base model's real tokenizer (imported lazily: transformers is slow to import)."""
+    from tunehouse.base_models import load_tokenizer
     from tunehouse.catalog import UnknownModelError
     from tunehouse.data.tokens import counter_from_tokenizer
-    from tunehouse.training.base_models import load_tokenizer
 
     settings = build_settings()
     try:

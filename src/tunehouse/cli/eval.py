@@ -1,8 +1,9 @@
 """`tunehouse eval` (a model vs its baseline on a test set) and `tunehouse quickstart` (the whole loop at once).
 
-`eval` talks to models only through the OpenAI-compatible API. With --base-url it uses that server (tunehouse,
-or any OpenAI-compatible one, so an OpenAI model can be scored the same way); without it, it starts the tunehouse
-API in this process on a free loopback port over --data-dir and stops it at the end.
+`eval` talks to models only through the OpenAI-compatible API. With --base-url (or TUNEHOUSE_BASE_URL) it uses
+that server (tunehouse, or any OpenAI-compatible one, so an OpenAI model can be scored the same way); without
+either, it starts the tunehouse API in this process on a free loopback port over --data-dir and stops it at the
+end.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tunehouse.cli.app import app, build_settings, console, err_console
-from tunehouse.cli.client import fail
+from tunehouse.cli.connection import fail
+from tunehouse.config import DEFAULT_BASE_URL
 
 _NO_KEY = "tunehouse-no-key"  # the SDK insists on a key; a single-user server accepts any
 OPTIONAL_METRICS = {"loss", "json"}
@@ -50,13 +52,14 @@ def default_baseline(model: str) -> str | None:
 
 @contextmanager
 def open_client(base_url: str | None, api_key: str | None, data_dir: str | None) -> Iterator:
-    """An `openai.OpenAI` client: on --base-url, or on an in-process tunehouse server over the data dir."""
+    """An `openai.OpenAI` client: on --base-url (or TUNEHOUSE_BASE_URL), else on an in-process tunehouse server."""
     import openai
 
-    from tunehouse.eval.local_server import ServerUnavailable, local_server
+    from tunehouse.cli.local_server import ServerUnavailable, local_server
 
     settings = build_settings(data_dir)
     key = api_key or settings.api_key or _NO_KEY
+    base_url = base_url or settings.base_url
     if base_url:
         yield openai.OpenAI(base_url=base_url.rstrip("/"), api_key=key, max_retries=1, timeout=600)
         return
@@ -75,8 +78,8 @@ def make_progress() -> Progress:
 def run_evaluation(client, model: str, baseline: str, test: Path, options, max_examples: int | None,
                    quiet: bool = False):
     """Evaluate through `client` with a progress bar; attach the job and its loss curve when known."""
+    from tunehouse.eval.comparison import evaluate
     from tunehouse.eval.openai_backend import OpenAIBackend, fetch_results_csv, find_job
-    from tunehouse.eval.runner import evaluate
 
     with (nullcontext() if quiet else make_progress()) as progress:
         tasks: dict[str, int] = {}
@@ -131,8 +134,9 @@ def eval_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default: "
                                              "./tunehouse-eval/MODEL-TIME)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"model": {...}, "baseline": {...}, "n": N}')] = False,
-    base_url: Annotated[str | None, typer.Option("--base-url", help="An OpenAI-compatible server (default: start "
-                                                 "tunehouse in this process over --data-dir)")] = None,
+    base_url: Annotated[str | None, typer.Option("--base-url", help="An OpenAI-compatible server (env "
+                                                 "TUNEHOUSE_BASE_URL; default: start tunehouse in this process over "
+                                                 "--data-dir)")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="API key (env TUNEHOUSE_API_KEY)")] = None,
     max_examples: Annotated[int | None, typer.Option("--max-examples", "-n", min=1, help="Only the first N")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Answer length cap (default: "
@@ -143,9 +147,9 @@ def eval_command(
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data dir of the in-process server")] = None,
 ) -> None:
     """Compare a model with its baseline on a test set: side-by-side metrics, worst failures, report files."""
+    from tunehouse.eval.comparison import EvalError, EvalOptions, load_examples
     from tunehouse.eval.metrics import check_schema
     from tunehouse.eval.report import write_report
-    from tunehouse.eval.runner import EvalError, EvalOptions, load_examples
 
     baseline = baseline or default_baseline(model)
     if not baseline:
@@ -192,8 +196,8 @@ def quickstart_command(
                                               "afterwards (Ctrl-C stops them)")] = False,
 ) -> None:
     """The whole loop in one command: validate -> fine-tune Gemma 3 270M -> evaluate tuned vs base -> chat."""
+    from tunehouse.cli.local_server import ServerUnavailable, local_server
     from tunehouse.eval import quickstart as qs
-    from tunehouse.eval.local_server import ServerUnavailable, local_server
 
     t0 = time.monotonic()
     settings = build_settings(data_dir)
@@ -218,11 +222,11 @@ def _train_and_evaluate(settings, url: str, train: Path, heldout: Path, work: Pa
     """Steps 3-6 against the in-process server; True when the tuned model beat its base by enough."""
     import openai
 
-    from tunehouse.cli.client import Conn
+    from tunehouse.cli.connection import Conn
     from tunehouse.cli.follow import follow_job
     from tunehouse.eval import quickstart as qs
+    from tunehouse.eval.comparison import EvalError
     from tunehouse.eval.report import write_report
-    from tunehouse.eval.runner import EvalError
 
     key = settings.api_key or _NO_KEY
     client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=600)
@@ -291,7 +295,7 @@ def _validate_step(train: Path, settings) -> None:
 
 def _prepare_base(settings) -> None:
     """Convert the embedded Gemma once (about a minute and a half) with a visible progress bar."""
-    from tunehouse.training.base_models import ensure_gemma_cache, gemma_cache_dir
+    from tunehouse.base_models import ensure_gemma_cache, gemma_cache_dir
 
     fresh = not (gemma_cache_dir(settings) / "tunehouse_cache.json").is_file()
     with make_progress() as progress:
@@ -307,10 +311,11 @@ def _prepare_base(settings) -> None:
 
 def _how_to_chat(model: str, settings, url: str | None) -> None:
     serve = "" if url else f"tunehouse serve --data-dir {settings.data_dir}   # then, in another terminal:\n"
+    # --base-url: chat on the running server; without it chat would load the model again in its own process.
     console.print("\n[bold]Chat with your model[/]")
     console.print(
-        f"{serve}tunehouse chat {model} -m \"Who are you?\"\n\n"
+        f"{serve}tunehouse chat {model} --base-url {url or DEFAULT_BASE_URL} -m \"Who are you?\"\n\n"
         "or from Python with the official openai SDK:\n"
-        f"  client = OpenAI(base_url=\"{url or 'http://127.0.0.1:8000/v1'}\", api_key=\"unused\")\n"
+        f"  client = OpenAI(base_url=\"{url or DEFAULT_BASE_URL}\", api_key=\"unused\")\n"
         f"  client.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", "
         "\"content\": \"Who are you?\"}])", highlight=False, markup=False)

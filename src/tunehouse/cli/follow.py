@@ -20,11 +20,13 @@ from rich.table import Table
 from rich.text import Text
 
 from tunehouse.cli.app import console, err_console
-from tunehouse.cli.client import Conn, fail, print_json, raw_json
+from tunehouse.cli.connection import Conn, fail, print_json, raw_json
+from tunehouse.store.job_states import FINAL, JobStatus
 
-ENDED = {"succeeded", "failed", "cancelled", "paused"}
+S = JobStatus
+ENDED = FINAL | {S.PAUSED}  # following stops here: a paused job waits for the user
 _BLOCKS = "▁▂▃▄▅▆▇█"
-_STATUS_STYLE = {"succeeded": "green", "failed": "red", "cancelled": "yellow", "paused": "yellow", "running": "cyan"}
+_STATUS_STYLE = {S.SUCCEEDED: "green", S.FAILED: "red", S.CANCELLED: "yellow", S.PAUSED: "yellow", S.RUNNING: "cyan"}
 # A server restart mid-job is normal (the job survives it); only give up after this long without an answer.
 RECONNECT_SECONDS = 30.0
 
@@ -220,17 +222,17 @@ def _finish(conn: Conn, state: FollowState) -> int:
     status = job.get("status")
     if conn.as_json:
         print_json(job)
-        return 0 if status == "succeeded" else 1
-    if status == "succeeded":
+        return 0 if status == S.SUCCEEDED else 1
+    if status == S.SUCCEEDED:
         tokens = job.get("trained_tokens")
         extra = f" ({tokens} trained tokens)" if tokens else ""
         console.print(f"[green]Job {job['id']} succeeded[/]: {escape(str(job.get('fine_tuned_model')))}{extra}")
         return 0
-    if status == "failed":
+    if status == S.FAILED:
         error = job.get("error") or {}
         detail = f"{error.get('message', 'no details')} (code: {error.get('code')})"
         fail(f"job {job['id']} failed: {detail}")
-    if status == "paused":
+    if status == S.PAUSED:
         err_console.print(
             f"Job {job['id']} is paused at step {state.step}; continue it with "
             f"`tunehouse fine_tuning.jobs.resume -i {job['id']}`"

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from tunehouse.cli.app import app, console, err_console
-from tunehouse.cli.client import (
+from tunehouse.cli.connection import (
     AfterOpt,
     ApiKeyOpt,
     BaseUrlOpt,
@@ -27,9 +27,10 @@ from tunehouse.cli.client import (
     print_json,
     print_rows,
     raw_json,
-    upload_file,
 )
+from tunehouse.cli.files import upload_file
 from tunehouse.cli.follow import follow_job
+from tunehouse.store.job_states import JobStatus
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Create, list, follow and control fine-tuning jobs.")
 fine_tuning_app = typer.Typer(no_args_is_help=True, help="Fine-tuning (also spelled fine_tuning.jobs.<action>).")
@@ -154,7 +155,8 @@ def _job_action(action: str, job_id: str, base_url: str | None, api_key: str | N
         jobs = conn.client().fine_tuning.jobs.with_raw_response
         job = raw_json(getattr(jobs, action)(job_id))
         conn.print(job, title="Fine-tuning job")
-        if action == "retrieve" and not as_json and job.get("validation_file") and job.get("status") == "succeeded":
+        succeeded = job.get("status") == JobStatus.SUCCEEDED
+        if action == "retrieve" and not as_json and job.get("validation_file") and succeeded:
             _print_evaluation(conn, job_id)
 
 

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 
 from tunehouse.cli.app import app, build_settings, console
-from tunehouse.cli.client import ApiKeyOpt, BaseUrlOpt, JsonOpt, connect, fail, print_json, print_rows, raw_json
+from tunehouse.cli.connection import ApiKeyOpt, BaseUrlOpt, JsonOpt, connect, fail, print_json, print_rows, raw_json
 
 models_app = typer.Typer(no_args_is_help=True, help="Models: base, fine-tuned and checkpoints (add/remove: local).")
 app.add_typer(models_app, name="models", rich_help_panel="Server (HTTP)")

@@ -7,7 +7,7 @@ reservoir-sampled percentiles (tunehouse.data.stats).
 
 `too_few_examples` (fewer than 10, OpenAI's minimum) is an error for `validate`, but OpenAI accepts such a file
 at upload and fails the *job* (`invalid_n_examples`); callers that upload use
-`report.blocking_errors(ignore={"too_few_examples"})`.
+`report.blocking_errors(ignore=UPLOAD_TOLERATED)` and `report.blocking_error_count(UPLOAD_TOLERATED)`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from tunehouse.data.quality import scan_example
 from tunehouse.data.stats import Distribution
 from tunehouse.data.tokens import SHARED, TRAINED, CountTokens, estimate_tokens, example_segments
 
-MIN_EXAMPLES = 10
+MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
+# Error codes that do not make an uploaded file unusable: OpenAI uploads it and fails the job instead.
+UPLOAD_TOLERATED = frozenset({"too_few_examples"})
 MAX_ISSUES_PER_CODE = 100
 MAX_TRACKED_EXAMPLES = 1_000_000  # ~100 MB of hashes at most; later examples are not checked for duplicates
 MAX_SYSTEM_PROMPTS = 1000
@@ -83,6 +85,11 @@ class Report:
         if self.validation is not None:
             out += self.validation.blocking_errors(ignore)
         return out
+
+    def blocking_error_count(self, ignore: set[str] | frozenset[str] = frozenset()) -> int:
+        """How many errors `blocking_errors` stands for (every occurrence, also those past the per-code cap)."""
+        n = sum(count for code, count in self.error_counts.items() if code not in ignore)
+        return n + (self.validation.blocking_error_count(ignore) if self.validation is not None else 0)
 
     def to_json(self) -> dict:
         """The documented `tunehouse validate --json` object (docs/validate.md)."""

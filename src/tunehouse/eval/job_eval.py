@@ -13,8 +13,8 @@ from pathlib import Path
 
 from tunehouse.config import Settings
 from tunehouse.data.render import render_chat, render_prompt
+from tunehouse.eval.comparison import EvalError, EvalOptions, EvalResult, Generation, evaluate
 from tunehouse.eval.report import fmt, fmt_delta, write_report
-from tunehouse.eval.runner import EvalError, EvalOptions, EvalResult, Generation, evaluate
 
 # Validation files can be large; the job's evaluation answers at most this many examples (per model).
 MAX_JOB_EVAL_EXAMPLES = 100

@@ -14,7 +14,7 @@ import time
 import openai
 
 from tunehouse.data.render import render_chat
-from tunehouse.eval.runner import EvalError, Generation
+from tunehouse.eval.comparison import EvalError, Generation
 
 _FAMILIES = ("gemma", "chatml")
 

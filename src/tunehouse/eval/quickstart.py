@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.resources import files
 from pathlib import Path
 
-from tunehouse.eval.runner import EvalOptions, EvalResult
+from tunehouse.eval.comparison import EvalOptions, EvalResult
 
 BASE_MODEL = "gemma-3-270m"
 SUFFIX = "quickstart"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from tunehouse.eval.comparison import EvalResult
 from tunehouse.eval.metrics import ALL_METRICS, LOWER_IS_BETTER, RATE_METRICS
-from tunehouse.eval.runner import EvalResult
 
 LABELS = {
     "exact_match": "exact match",

@@ -31,7 +31,7 @@ class HFEngine:
 
     def __init__(self, settings: Settings, base_model: str, model=None, tokenizer=None, family=None):
         if model is None:
-            from tunehouse.training.base_models import load_base_model
+            from tunehouse.base_models import load_base_model
 
             model, tokenizer, family = load_base_model(settings, base_model)
         self.base_model, self.tokenizer, self.family = base_model, tokenizer, family

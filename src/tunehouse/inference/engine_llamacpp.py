@@ -125,14 +125,14 @@ class LlamaCppEngine:
     def __init__(self, settings: Settings, base_model: str, tokenizer=None, family=None, gguf_path: Path | None = None):
         import llama_cpp
 
-        from tunehouse.training.base_models import cpu_threads, model_dir
+        from tunehouse.base_models import cpu_threads, model_dir
 
         if tokenizer is None:
             from transformers import AutoTokenizer
 
             path, family = model_dir(settings, base_model)
             tokenizer = AutoTokenizer.from_pretrained(path)
-            from tunehouse.training.base_models import chat_family
+            from tunehouse.base_models import chat_family
 
             family = chat_family(tokenizer, family)
         self.settings, self.base_model, self.tokenizer, self.family = settings, base_model, tokenizer, family

@@ -52,7 +52,7 @@ def export_model(settings: Settings, base_model: str, adapter_dir: Path | None, 
 
 
 def _tokenizer(settings: Settings, base_model: str):
-    from tunehouse.training.base_models import load_tokenizer
+    from tunehouse.base_models import load_tokenizer
 
     return load_tokenizer(settings, base_model)
 
@@ -71,7 +71,7 @@ def _export_peft(settings: Settings, base_model: str, adapter_dir: Path, out: Pa
 def _export_merged(settings: Settings, base_model: str, adapter_dir: Path | None, out: Path) -> list[Path]:
     import torch
 
-    from tunehouse.training.base_models import load_base_model
+    from tunehouse.base_models import load_base_model
 
     model, tokenizer, _ = load_base_model(settings, base_model, device=torch.device("cpu"), dtype=torch.float32)
     if adapter_dir is not None:

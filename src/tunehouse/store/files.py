@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -11,6 +12,7 @@ from tunehouse.config import Settings
 from tunehouse.store.db import blob_path, list_page, new_id, now, transaction
 from tunehouse.store.errors import InvalidRequest, NotFound
 
+log = logging.getLogger("tunehouse.store")
 PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 # Purposes the server writes itself; clients cannot upload with them.
 OUTPUT_PURPOSES = ("assistants_output", "batch_output", "fine-tune-results")
@@ -36,14 +38,14 @@ def validate_blob(path: Path) -> tuple[str, str | None, dict]:
     Too few examples is not an upload error (OpenAI uploads such a file and fails the job), so only format
     errors turn the file's status to "error".
     """
-    from tunehouse.data.validation import validate_file
+    from tunehouse.data.validation import UPLOAD_TOLERATED, validate_file
 
     report = validate_file(path)
     # The row keeps the verdict, not every warning line (those are capped per code but still bulky).
     summary = {k: v for k, v in report.to_json().items() if k in ("ok", "format", "examples", "error_counts",
                                                                    "warning_counts", "tokens_are_estimates")}
-    blocking = [e for e in report.errors if e.code != "too_few_examples"]
-    n_blocking = sum(n for code, n in report.error_counts.items() if code != "too_few_examples")
+    blocking = report.blocking_errors(UPLOAD_TOLERATED)
+    n_blocking = report.blocking_error_count(UPLOAD_TOLERATED)
     if not blocking:
         return "processed", None, summary
     shown = "; ".join(f"line {e.line}: {e.message}" if e.line else e.message for e in blocking[:MAX_STATUS_ISSUES])
@@ -72,7 +74,8 @@ def add_file(
             status, details, report_json = validate_blob(dest)
             report = json.dumps(report_json)
         except Exception as e:  # a validator bug must not lose the upload; the job-time check reports again
-            status, details = "error", f"Validation failed: {e}"
+            log.exception("validating upload %s (%s) failed", file_id, filename)
+            status, details = "error", f"Validation failed: {type(e).__name__}: {e}"
     try:
         with transaction(conn):
             conn.execute(

@@ -1,9 +1,9 @@
-"""Fine-tuning jobs and their events: creation, the status flow, and the user's cancel/pause/resume.
+"""Fine-tuning jobs and their events: creation, the user's cancel/pause/resume, failure and success.
 
-Status flow: validating_files -> queued -> running -> succeeded | failed | cancelled. `paused` (as OpenAI's
-pause endpoint answers) is entered from queued or running; resume puts the job back to `queued` and the next
-worker continues from the job directory's saved state. A running job's worker notices cancel/pause through
-`control_state` at its next optimizer step (tunehouse.worker).
+The status flow is the table in store/job_states.py; every status change here is an UPDATE guarded by it.
+`paused` (as OpenAI's pause endpoint answers) is entered from queued or running; resume puts the job back to
+`queued` and the next worker continues from the job directory's saved state. A running job's worker notices
+cancel/pause through `leases.control_state` at its next optimizer step (tunehouse.worker).
 """
 
 from __future__ import annotations
@@ -12,12 +12,14 @@ import json
 import secrets
 import sqlite3
 import string
+from pathlib import Path
 
 from tunehouse.config import Settings
 from tunehouse.store.db import list_page, new_id, now, transaction
 from tunehouse.store.errors import Conflict, NotFound
+from tunehouse.store.job_states import FINAL, JobStatus, status_guard
 
-FINAL = ("succeeded", "failed", "cancelled")
+S = JobStatus
 _MODEL_ALPHABET = string.ascii_lowercase + string.digits
 
 
@@ -51,7 +53,7 @@ def create_job(conn: sqlite3.Connection, settings: Settings, project: str, spec:
         conn.execute(
             "INSERT INTO jobs (id, project, model, base_model, init_adapter, training_file, validation_file, suffix,"
             " seed, hyperparameters, method_type, metadata, integrations, status, model_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'validating_files', ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job_id,
                 project,
@@ -66,6 +68,7 @@ def create_job(conn: sqlite3.Connection, settings: Settings, project: str, spec:
                 spec.get("method_type", "supervised"),
                 json.dumps(spec["metadata"]) if spec.get("metadata") is not None else None,
                 json.dumps(spec["integrations"]) if spec.get("integrations") is not None else None,
+                S.VALIDATING_FILES,
                 model_id,
                 now(),
             ),
@@ -114,11 +117,12 @@ def list_events(
 def fail_job(conn: sqlite3.Connection, job_id: str, code: str, message: str, param: str | None) -> bool:
     """Mark a non-final job failed with OpenAI's `error` object and an error event; False if it was final."""
     error = json.dumps({"code": code, "message": message, "param": param})
+    guard, allowed = status_guard(S.FAILED)
     with transaction(conn):
         cur = conn.execute(
-            "UPDATE jobs SET status = 'failed', error = ?, finished_at = ?, worker_id = NULL, estimated_finish = NULL"
-            " WHERE id = ? AND status NOT IN ('succeeded', 'failed', 'cancelled')",
-            (error, now(), job_id),
+            "UPDATE jobs SET status = ?, error = ?, finished_at = ?, worker_id = NULL, estimated_finish = NULL"
+            f" WHERE id = ? AND {guard}",
+            (S.FAILED, error, now(), job_id, *allowed),
         )
         if cur.rowcount:
             add_event(conn, job_id, message, level="error")
@@ -127,8 +131,9 @@ def fail_job(conn: sqlite3.Connection, job_id: str, code: str, message: str, par
 
 def mark_validated(conn: sqlite3.Connection, job_id: str) -> bool:
     """validating_files -> queued (only once, even if two validators raced)."""
+    guard, allowed = status_guard(S.QUEUED, (S.VALIDATING_FILES,))
     with transaction(conn):
-        cur = conn.execute("UPDATE jobs SET status = 'queued' WHERE id = ? AND status = 'validating_files'", (job_id,))
+        cur = conn.execute(f"UPDATE jobs SET status = ? WHERE id = ? AND {guard}", (S.QUEUED, job_id, *allowed))
         if cur.rowcount:
             add_event(conn, job_id, "Files validated, moving job to queued state")
     return bool(cur.rowcount)
@@ -142,8 +147,9 @@ def cancel_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.R
                            param="fine_tuning_job_id", code="job_not_cancellable")
         # A running worker sees this at its next step (control -> "cancel") and stops; it keeps worker_id
         # until then so nobody else claims the job directory.
-        conn.execute("UPDATE jobs SET status = 'cancelled', finished_at = ?, estimated_finish = NULL WHERE id = ?",
-                     (now(), job_id))
+        guard, allowed = status_guard(S.CANCELLED)
+        conn.execute(f"UPDATE jobs SET status = ?, finished_at = ?, estimated_finish = NULL WHERE id = ? AND {guard}",
+                     (S.CANCELLED, now(), job_id, *allowed))
         add_event(conn, job_id, "Fine-tuning job cancelled")
     return get_job(conn, project, job_id)
 
@@ -151,10 +157,12 @@ def cancel_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.R
 def pause_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.Row:
     with transaction(conn):
         job = get_job(conn, project, job_id)
-        if job["status"] not in ("queued", "running"):
+        if job["status"] not in (S.QUEUED, S.RUNNING):
             raise Conflict(f"Job {job_id} is {job['status']}; only queued or running jobs can be paused",
                            param="fine_tuning_job_id", code="job_not_pausable")
-        conn.execute("UPDATE jobs SET status = 'paused', estimated_finish = NULL WHERE id = ?", (job_id,))
+        guard, allowed = status_guard(S.PAUSED, (S.QUEUED, S.RUNNING))
+        conn.execute(f"UPDATE jobs SET status = ?, estimated_finish = NULL WHERE id = ? AND {guard}",
+                     (S.PAUSED, job_id, *allowed))
         add_event(conn, job_id, "Fine-tuning job paused")
     return get_job(conn, project, job_id)
 
@@ -162,14 +170,64 @@ def pause_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.Ro
 def resume_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.Row:
     with transaction(conn):
         job = get_job(conn, project, job_id)
-        if job["status"] != "paused":
+        if job["status"] != S.PAUSED:
             raise Conflict(f"Job {job_id} is {job['status']}; only paused jobs can be resumed",
                            param="fine_tuning_job_id", code="job_not_resumable")
         # If the pausing worker has not stopped yet it simply carries on (control sees 'queued' + its own id).
-        conn.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", (job_id,))
+        guard, allowed = status_guard(S.QUEUED, (S.PAUSED,))
+        conn.execute(f"UPDATE jobs SET status = ? WHERE id = ? AND {guard}", (S.QUEUED, job_id, *allowed))
         add_event(conn, job_id, "Fine-tuning job resumed")
     return get_job(conn, project, job_id)
 
 
 def jobs_to_validate(conn: sqlite3.Connection) -> list[str]:
-    return [r["id"] for r in conn.execute("SELECT id FROM jobs WHERE status = 'validating_files' ORDER BY seq")]
+    rows = conn.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq", (S.VALIDATING_FILES,))
+    return [r["id"] for r in rows]
+
+
+def job_owner(conn: sqlite3.Connection, job_id: str) -> str | None:
+    """The id of the worker holding the job, or None (no job, or nobody holds it)."""
+    row = conn.execute("SELECT worker_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    return None if row is None else row["worker_id"]
+
+
+def set_hyperparameters(conn: sqlite3.Connection, job_id: str, worker_id: str, hyperparameters: dict) -> bool:
+    """The resolved values replace "auto" once training runs (as OpenAI's jobs show them); owner only."""
+    cur = conn.execute("UPDATE jobs SET hyperparameters = ? WHERE id = ? AND worker_id = ?",
+                       (json.dumps(hyperparameters), job_id, worker_id))
+    return bool(cur.rowcount)
+
+
+def set_estimated_finish(conn: sqlite3.Connection, job_id: str, worker_id: str, when: int) -> None:
+    conn.execute("UPDATE jobs SET estimated_finish = ? WHERE id = ? AND worker_id = ?", (when, job_id, worker_id))
+
+
+def complete_job(
+    conn: sqlite3.Connection,
+    job: sqlite3.Row,
+    worker_id: str,
+    *,
+    adapter_dir: Path,
+    trained_tokens: int,
+    hyperparameters: dict,
+    result_file_ids: list[str],
+) -> bool:
+    """-> succeeded: publish the model, results files, resolved hyperparameters and the final events (owner only)."""
+    guard, allowed = status_guard(S.SUCCEEDED)
+    with transaction(conn):
+        cur = conn.execute(
+            "UPDATE jobs SET status = ?, fine_tuned_model = ?, finished_at = ?, trained_tokens = ?,"
+            " hyperparameters = ?, result_files = ?, estimated_finish = NULL, worker_id = NULL"
+            f" WHERE id = ? AND worker_id = ? AND {guard}",
+            (S.SUCCEEDED, job["model_id"], now(), trained_tokens, json.dumps(hyperparameters),
+             json.dumps(result_file_ids), job["id"], worker_id, *allowed),
+        )
+        if not cur.rowcount:
+            return False
+        conn.execute(
+            "INSERT INTO models (id, project, job_id, base_model, adapter_dir, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (job["model_id"], job["project"], job["id"], job["base_model"], str(adapter_dir), now()),
+        )
+        add_event(conn, job["id"], f"New fine-tuned model created: {job['model_id']}")
+        add_event(conn, job["id"], "The job has successfully completed")
+    return True

@@ -6,6 +6,7 @@ Never a silent fallback to some other model.
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -63,9 +64,10 @@ def get_model(conn: sqlite3.Connection, settings: Settings, project: str, model_
 
 
 def delete_model(conn: sqlite3.Connection, settings: Settings, project: str, model_id: str) -> Path:
-    """Delete a fine-tuned model of this project; returns its adapter dir for the caller to remove.
+    """Delete a fine-tuned model of this project and its adapter directory; returns that (now removed) path.
 
-    Base models and checkpoints are not deletable (as on OpenAI, where only fine-tuned models are).
+    Base models and checkpoints are not deletable (as on OpenAI, where only fine-tuned models are). Row first,
+    files second: a crash in between leaves an orphan directory, never a model without weights.
     """
     with transaction(conn):
         row = conn.execute("SELECT adapter_dir FROM models WHERE id = ? AND project = ?",
@@ -75,6 +77,7 @@ def delete_model(conn: sqlite3.Connection, settings: Settings, project: str, mod
             raise InvalidRequest(f"Model '{model_id}' cannot be deleted: only fine-tuned models can be deleted.",
                                  param="model", code="model_not_deletable")
         conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
+    shutil.rmtree(row["adapter_dir"], ignore_errors=True)
     return Path(row["adapter_dir"])
 
 

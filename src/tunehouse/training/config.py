@@ -1,8 +1,9 @@
 """TrainingConfig: what a job asks for (hyperparameters may be "auto") and the callbacks the loop reports to.
 
-This is the contract between the worker (which owns the store) and the engine (which owns torch): the
-worker builds a TrainingConfig from a job row, passes callbacks that write events/checkpoints to the store,
-and the engine never imports the store or the API.
+This is the contract between the worker (which owns the store and the settings) and the engine (which owns
+torch): the worker builds a TrainingConfig from a job row, with the base model already resolved to a local
+directory, and passes callbacks that write events/checkpoints to the store. The engine never imports the
+store, the API or the settings.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ Control = Literal["continue", "cancel", "pause"]
 
 @dataclass
 class TrainingConfig:
-    base_model: str  # catalog name (aliases already resolved)
+    base_model: str  # catalog name (aliases already resolved), kept in the adapter's training_config.json
+    base_model_dir: Path  # its Hugging Face directory (base_models.model_dir), what the engine loads
     training_file: Path
     output_dir: Path  # the job's own directory; the engine writes adapters, checkpoints and resume state here
+    # Chat format when the tokenizer has no template of its own: "gemma" | "chatml" (catalog entry's family).
+    chat_family: str = "gemma"
     validation_file: Path | None = None
     n_epochs: int | Auto = "auto"
     batch_size: int | Auto = "auto"
@@ -33,9 +37,7 @@ class TrainingConfig:
     keep_checkpoints: int = 3
     eval_every: int | None = None  # validation every N steps; None = auto
     init_adapter: Path | None = None  # continue training from an existing fine-tuned model's adapter
-    device: str = "auto"
-    # Settings.data_dir, where the base-model catalog and the converted Gemma cache live; None = Settings() (env).
-    data_dir: Path | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     # Resumable state is saved at least this often (and at each epoch end, and on pause) for SIGKILL recovery.
     save_every_seconds: float = 120.0
 

@@ -1,11 +1,14 @@
 """The LoRA SFT loop: train(config, callbacks) -> TrainingResult.
 
+Steps: `_prepare` (load, encode, resolve "auto", wrap LoRA) -> `_restore` (resumable state or a fresh start)
+-> `_run_epoch` / `_step` per epoch -> `_end_epoch` (full validation, checkpoint) -> the final adapter.
+
 One optimizer step = one batch of `batch_size` examples, split into padded micro-batches within a token budget
 (gradient accumulation), loss = mean cross-entropy over the batch's trained tokens (selective head), AdamW,
 linear warmup + cosine decay, gradient clipping. The data order is a pure function of (seed, epoch), and the
 resumable state holds weights, optimizer, RNG and (epoch, batch) position, so pause/resume and SIGKILL/resume
-reproduce the uninterrupted loss curve. Bad input (unknown model, unreadable data) raises ValueError or
-catalog.UnknownModelError with a message meant for the user.
+reproduce the uninterrupted loss curve. Bad input (a missing model directory, unreadable data) raises
+ValueError with a message meant for the user.
 """
 
 from __future__ import annotations
@@ -14,16 +17,16 @@ import json
 import math
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 
+from tunehouse.base_models import load_model_dir, pick_device
 from tunehouse.training import hparams
 from tunehouse.training.batches import collate, encode_file, epoch_batches, micro_batches
-from tunehouse.training.config import Checkpoint, TrainingCallbacks, TrainingConfig, TrainingResult
-from tunehouse.training.loss import selective_loss
-from tunehouse.training.state import (
+from tunehouse.training.checkpoints import (
     CONFIG_FILE,
     checkpoint_dir,
     clear_resume,
@@ -32,12 +35,8 @@ from tunehouse.training.state import (
     save_adapter,
     save_resume,
 )
-
-
-def _settings(config: TrainingConfig):
-    from tunehouse.config import Settings
-
-    return Settings(data_dir=config.data_dir) if config.data_dir else Settings()
+from tunehouse.training.config import Checkpoint, TrainingCallbacks, TrainingConfig, TrainingResult
+from tunehouse.training.loss import selective_loss
 
 
 def _wrap_lora(model, config: TrainingConfig):
@@ -84,13 +83,69 @@ def _resolved(config: TrainingConfig, hp: dict, total_steps: int, lora_cfg, fami
     return out
 
 
-def train(config: TrainingConfig, callbacks: TrainingCallbacks) -> TrainingResult:
-    from tunehouse.training.base_models import load_base_model, pick_device
+@dataclass
+class Progress:
+    """Where a run stands; saved as-is in the resumable state, so a resumed run continues from exactly here."""
 
+    step: int = 0
+    epoch: int = 0  # epochs finished
+    batch: int = 0  # batches of the current epoch done
+    trained_tokens: int = 0
+    metrics: list[dict] = field(default_factory=list)  # one row per step
+    valid_cursor: int = 0  # where the next partial validation starts in the validation set
+    last_valid: dict = field(default_factory=dict)
+    hyperparameters: dict = field(default_factory=dict)
+
+
+@dataclass
+class Run:
+    """What stays fixed for a whole run: model, optimizer, encoded data and the resolved schedule."""
+
+    config: TrainingConfig
+    callbacks: TrainingCallbacks
+    model: Any
+    optimizer: torch.optim.Optimizer
+    params: list
+    device: torch.device
+    pad_id: int
+    train_set: list
+    valid_set: list
+    lengths: list[int]  # tokens per training example (batching, token counts)
+    valid_lengths: list[int]
+    hp: dict
+    total_steps: int
+    steps_per_epoch: int
+    eval_every: int
+    peak_lr: float
+    resolved: dict
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config.output_dir)
+
+
+def train(config: TrainingConfig, callbacks: TrainingCallbacks) -> TrainingResult:
+    run = _prepare(config, callbacks)
+    progress = _restore(run)
+    for epoch in range(progress.epoch, run.hp["n_epochs"]):
+        stopped = _run_epoch(run, progress, epoch)
+        if stopped:
+            return TrainingResult(stopped, None, progress.trained_tokens, run.hp, progress.metrics)
+        _end_epoch(run, progress)
+        progress.epoch, progress.batch = epoch + 1, 0
+        _save_state(run, progress)
+    adapter = save_adapter(run.model, run.out_dir / "adapter", run.resolved)
+    clear_resume(run.out_dir)
+    callbacks.on_event("info", "Training finished", {"trained_tokens": progress.trained_tokens})
+    return TrainingResult("succeeded", adapter, progress.trained_tokens, run.hp, progress.metrics)
+
+
+def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
+    """Load the base, encode the data, resolve "auto", wrap LoRA, build the optimizer; write the resolved config."""
     out_dir = Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device, dtype = pick_device(config.device)
-    model, tokenizer, family = load_base_model(_settings(config), config.base_model, device, dtype)
+    model, tokenizer, family = load_model_dir(Path(config.base_model_dir), config.chat_family, device, dtype)
 
     def encode(text: str) -> list[int]:
         return tokenizer.encode(text, add_special_tokens=False)
@@ -103,80 +158,81 @@ def train(config: TrainingConfig, callbacks: TrainingCallbacks) -> TrainingResul
                  if config.validation_file else [])
     hp = hparams.resolve_hyperparameters(len(train_set), config.n_epochs, config.batch_size,
                                          config.learning_rate_multiplier)
-    bs, n_epochs = hp["batch_size"], hp["n_epochs"]
-    steps_per_epoch = math.ceil(len(train_set) / bs)
-    total_steps = n_epochs * steps_per_epoch
-    eval_every = config.eval_every or max(1, total_steps // 20)
-    peak_lr = hparams.BASE_LEARNING_RATE * hp["learning_rate_multiplier"]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    lengths = [len(e.input_ids) for e in train_set]
-    vlengths = [len(e.input_ids) for e in valid_set]
-
+    steps_per_epoch = math.ceil(len(train_set) / hp["batch_size"])
+    total_steps = hp["n_epochs"] * steps_per_epoch
     model = _wrap_lora(model, config)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    peak_lr = hparams.BASE_LEARNING_RATE * hp["learning_rate_multiplier"]
     optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=hparams.WEIGHT_DECAY)
     resolved = _resolved(config, hp, total_steps, model.peft_config["default"], family)
     (out_dir / CONFIG_FILE).write_text(json.dumps(resolved, indent=2), encoding="utf-8")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return Run(config, callbacks, model, optimizer, params, device, pad_id, train_set, valid_set,
+               [len(e.input_ids) for e in train_set], [len(e.input_ids) for e in valid_set], hp, total_steps,
+               steps_per_epoch, config.eval_every or max(1, total_steps // 20), peak_lr, resolved)
 
-    progress = {"step": 0, "epoch": 0, "batch": 0, "trained_tokens": 0, "metrics": [], "valid_cursor": 0,
-                "last_valid": {}, "hyperparameters": hp}
-    saved = load_resume(out_dir, model, optimizer)
-    if saved is not None:
-        if saved.get("hyperparameters") != hp:
-            raise ValueError(f"Resumable state in {out_dir} was made with other hyperparameters "
-                             f"({saved.get('hyperparameters')}); refusing to mix runs")
-        progress.update(saved)
-        callbacks.on_event("info", f"Resuming from step {progress['step']}/{total_steps}", {"step": progress["step"]})
-    else:
-        callbacks.on_event("info", f"Training {len(train_set)} examples: {n_epochs} epochs x {steps_per_epoch} "
-                           f"steps, batch size {bs}, learning rate {peak_lr:.2e}", dict(hp, total_steps=total_steps))
 
-    def save_state() -> None:
-        save_resume(out_dir, model, optimizer, progress)
+def _restore(run: Run) -> Progress:
+    """The saved progress of an interrupted run (weights and optimizer restored too), or a fresh start."""
+    saved = load_resume(run.out_dir, run.model, run.optimizer)
+    if saved is None:
+        bs = run.hp["batch_size"]
+        run.callbacks.on_event(
+            "info", f"Training {len(run.train_set)} examples: {run.hp['n_epochs']} epochs x {run.steps_per_epoch} "
+            f"steps, batch size {bs}, learning rate {run.peak_lr:.2e}", dict(run.hp, total_steps=run.total_steps))
+        return Progress(hyperparameters=run.hp)
+    if saved.get("hyperparameters") != run.hp:
+        raise ValueError(f"Resumable state in {run.out_dir} was made with other hyperparameters "
+                         f"({saved.get('hyperparameters')}); refusing to mix runs")
+    progress = Progress(**{f.name: saved[f.name] for f in fields(Progress) if f.name in saved})
+    run.callbacks.on_event("info", f"Resuming from step {progress.step}/{run.total_steps}", {"step": progress.step})
+    return progress
 
+
+def _save_state(run: Run, progress: Progress) -> None:
+    save_resume(run.out_dir, run.model, run.optimizer, asdict(progress))
+
+
+def _run_epoch(run: Run, progress: Progress, epoch: int) -> str | None:
+    """Train the rest of `epoch`; returns "cancelled" / "paused" when the callbacks asked to stop, else None."""
+    batches = epoch_batches(run.lengths, run.hp["batch_size"], run.config.seed, epoch)
     last_save = time.monotonic()
-    for epoch in range(progress["epoch"], n_epochs):
-        batches = epoch_batches(lengths, bs, config.seed, epoch)
-        while progress["batch"] < len(batches):
-            action = callbacks.control()
-            if action == "cancel":
-                return TrainingResult("cancelled", None, progress["trained_tokens"], hp, progress["metrics"])
-            if action == "pause":
-                save_state()
-                callbacks.on_event("info", f"Paused at step {progress['step']}/{total_steps}", {})
-                return TrainingResult("paused", None, progress["trained_tokens"], hp, progress["metrics"])
-            batch = batches[progress["batch"]]
-            row = _train_step(model, optimizer, params, train_set, batch, lengths, pad_id, device,
-                              hparams.lr_at(progress["step"], total_steps, peak_lr))
-            progress["step"] += 1
-            progress["batch"] += 1
-            progress["trained_tokens"] += sum(lengths[i] for i in batch)
-            step = progress["step"]
-            row = {"step": step, "total_steps": total_steps, "epoch": epoch + 1, **row}
-            if valid_set and (step % eval_every == 0 or step == total_steps):
-                start = progress["valid_cursor"]
-                pick = [(start + k) % len(valid_set) for k in range(min(bs, len(valid_set)))]
-                progress["valid_cursor"] = (start + len(pick)) % len(valid_set)
-                vl, va = evaluate(model, valid_set, pick, vlengths, pad_id, device)
-                row.update(valid_loss=vl, valid_mean_token_accuracy=va)
-                progress["last_valid"] = {"valid_loss": vl, "valid_mean_token_accuracy": va}
-            progress["metrics"].append(row)
-            callbacks.on_metrics(row)
-            if progress["batch"] == len(batches):
-                break  # the epoch end saves below
-            if time.monotonic() - last_save >= config.save_every_seconds:
-                save_state()
-                last_save = time.monotonic()
-        _end_epoch(model, config, callbacks, progress, valid_set, vlengths, pad_id, device, resolved)
-        progress["epoch"], progress["batch"] = epoch + 1, 0
-        save_state()
-        last_save = time.monotonic()
+    while progress.batch < len(batches):
+        action = run.callbacks.control()
+        if action == "cancel":
+            return "cancelled"
+        if action == "pause":
+            _save_state(run, progress)
+            run.callbacks.on_event("info", f"Paused at step {progress.step}/{run.total_steps}", {})
+            return "paused"
+        _step(run, progress, batches[progress.batch], epoch)
+        # The epoch end saves anyway; in between, save often enough that a SIGKILL loses little.
+        if progress.batch < len(batches) and time.monotonic() - last_save >= run.config.save_every_seconds:
+            _save_state(run, progress)
+            last_save = time.monotonic()
+    return None
 
-    adapter = save_adapter(model, out_dir / "adapter", resolved)
-    clear_resume(out_dir)
-    callbacks.on_event("info", "Training finished", {"trained_tokens": progress["trained_tokens"]})
-    return TrainingResult("succeeded", adapter, progress["trained_tokens"], hp, progress["metrics"])
+
+def _step(run: Run, progress: Progress, batch: list[int], epoch: int) -> None:
+    """One optimizer step on `batch`, then (every eval_every steps) validation on a rotating slice."""
+    lr = hparams.lr_at(progress.step, run.total_steps, run.peak_lr)
+    row = _train_step(run.model, run.optimizer, run.params, run.train_set, batch, run.lengths, run.pad_id,
+                      run.device, lr)
+    progress.step += 1
+    progress.batch += 1
+    progress.trained_tokens += sum(run.lengths[i] for i in batch)
+    step = progress.step
+    row = {"step": step, "total_steps": run.total_steps, "epoch": epoch + 1, **row}
+    if run.valid_set and (step % run.eval_every == 0 or step == run.total_steps):
+        start, size = progress.valid_cursor, len(run.valid_set)
+        pick = [(start + k) % size for k in range(min(run.hp["batch_size"], size))]
+        progress.valid_cursor = (start + len(pick)) % size
+        vl, va = evaluate(run.model, run.valid_set, pick, run.valid_lengths, run.pad_id, run.device)
+        progress.last_valid = {"valid_loss": vl, "valid_mean_token_accuracy": va}
+        row.update(progress.last_valid)
+    progress.metrics.append(row)
+    run.callbacks.on_metrics(row)
 
 
 def _train_step(model, optimizer, params, examples, batch, lengths, pad_id, device, lr) -> dict:
@@ -197,21 +253,21 @@ def _train_step(model, optimizer, params, examples, batch, lengths, pad_id, devi
             "learning_rate": lr, "step_tokens": sum(lengths[i] for i in batch), "step_trained_tokens": n_trained}
 
 
-def _end_epoch(model, config, callbacks, progress, valid_set, vlengths, pad_id, device, resolved) -> None:
+def _end_epoch(run: Run, progress: Progress) -> None:
     """Full validation, an epoch-end checkpoint (PEFT adapter), and pruning to the last keep_checkpoints."""
-    step = progress["step"]
-    last = progress["metrics"][-1] if progress["metrics"] else {}
+    step = progress.step
+    last = progress.metrics[-1] if progress.metrics else {}
     metrics = {"step": step}
     for key in ("train_loss", "train_mean_token_accuracy"):
         if key in last:
             metrics[key] = last[key]
-    metrics.update(progress["last_valid"])
-    if valid_set:
-        fl, fa = evaluate(model, valid_set, list(range(len(valid_set))), vlengths, pad_id, device)
+    metrics.update(progress.last_valid)
+    if run.valid_set:
+        every = list(range(len(run.valid_set)))
+        fl, fa = evaluate(run.model, run.valid_set, every, run.valid_lengths, run.pad_id, run.device)
         metrics.update(full_valid_loss=fl, full_valid_mean_token_accuracy=fa)
-        if progress["metrics"]:
-            progress["metrics"][-1].update(full_valid_loss=fl, full_valid_mean_token_accuracy=fa)
-    out_dir = Path(config.output_dir)
-    path = save_adapter(model, checkpoint_dir(out_dir, step), dict(resolved, checkpoint_step=step))
-    callbacks.on_checkpoint(Checkpoint(step=step, adapter_dir=path, metrics=metrics))
-    prune_checkpoints(out_dir, config.keep_checkpoints)
+        if progress.metrics:
+            progress.metrics[-1].update(full_valid_loss=fl, full_valid_mean_token_accuracy=fa)
+    path = save_adapter(run.model, checkpoint_dir(run.out_dir, step), dict(run.resolved, checkpoint_step=step))
+    run.callbacks.on_checkpoint(Checkpoint(step=step, adapter_dir=path, metrics=metrics))
+    prune_checkpoints(run.out_dir, run.config.keep_checkpoints)

@@ -13,9 +13,9 @@ import sys
 import threading
 
 from tunehouse.config import Settings
-from tunehouse.store import runs
+from tunehouse.store import leases
 from tunehouse.store.db import connect
-from tunehouse.worker.runner import run_job
+from tunehouse.worker.execution import run_job
 
 log = logging.getLogger("tunehouse.worker")
 
@@ -23,15 +23,15 @@ log = logging.getLogger("tunehouse.worker")
 def run_worker(settings: Settings, stop_event: threading.Event | None = None, max_jobs: int | None = None) -> int:
     """Serve queued jobs until `stop_event` is set (or `max_jobs` were run); returns the number of jobs run."""
     stop_event = stop_event or threading.Event()
-    worker_id = runs.make_worker_id()
+    worker_id = leases.make_worker_id()
     conn = connect(settings)
     log.info("worker %s serving %s", worker_id, settings.db_path)
     done = 0
     try:
         while not stop_event.is_set() and (max_jobs is None or done < max_jobs):
-            for job_id in runs.requeue_stale(conn, settings.stale_after_seconds):
+            for job_id in leases.requeue_stale(conn, settings.stale_after_seconds):
                 log.warning("re-queued job %s: its worker stopped responding", job_id)
-            job = runs.claim_job(conn, worker_id)
+            job = leases.claim_job(conn, worker_id)
             if job is None:
                 stop_event.wait(settings.worker_poll_seconds)
                 continue

@@ -6,7 +6,7 @@ import time
 
 import httpx
 
-from tunehouse.eval.local_server import local_server
+from tunehouse.cli.local_server import local_server
 
 
 def test_server_answers_and_stops_on_exit(settings):

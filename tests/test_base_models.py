@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tests.conftest import TINY
+from tunehouse import base_models
 from tunehouse.catalog import UnknownModelError
-from tunehouse.training import base_models
 
 
 def test_pick_device_cpu_is_fp32_on_all_cores():

@@ -17,10 +17,12 @@ import time
 from pathlib import Path
 
 from tunehouse.config import Settings
-from tunehouse.store import runs
+from tunehouse.store import jobs, leases
+from tunehouse.store.checkpoints import add_checkpoint
 from tunehouse.store.db import blob_path, connect, transaction
-from tunehouse.store.files import add_file
+from tunehouse.store.files import add_file, delete_file
 from tunehouse.store.jobs import add_event, fail_job
+from tunehouse.store.metrics import job_metrics, record_metrics
 
 log = logging.getLogger("tunehouse.worker")
 MAX_METRIC_EVENTS = 100  # per job: long jobs log every k-th step so the event list stays readable
@@ -44,11 +46,16 @@ def should_log_step(step: int, total: int, has_valid: bool) -> bool:
 
 
 def training_config(settings: Settings, job: sqlite3.Row):
+    """The engine's TrainingConfig for a job; resolves the base to its directory (first use converts the Gemma)."""
+    from tunehouse.base_models import model_dir
     from tunehouse.training.config import TrainingConfig
 
     hp = json.loads(job["hyperparameters"])
+    base_dir, family = model_dir(settings, job["base_model"])
     return TrainingConfig(
         base_model=job["base_model"],
+        base_model_dir=base_dir,
+        chat_family=family,
         training_file=blob_path(settings, job["training_file"]),
         validation_file=blob_path(settings, job["validation_file"]) if job["validation_file"] else None,
         output_dir=settings.jobs_dir / job["id"],
@@ -59,7 +66,6 @@ def training_config(settings: Settings, job: sqlite3.Row):
         keep_checkpoints=settings.keep_checkpoints,
         init_adapter=Path(job["init_adapter"]) if job["init_adapter"] else None,
         device=settings.device,
-        data_dir=settings.data_dir,
     )
 
 
@@ -79,18 +85,18 @@ class StoreCallbacks:
     def on_metrics(self, metrics: dict) -> None:
         step, total = int(metrics["step"]), int(metrics["total_steps"])
         log_it = should_log_step(step, total, metrics.get("valid_loss") is not None)
-        runs.record_metrics(self.conn, self.job["id"], metrics, metrics_message(metrics) if log_it else None)
+        record_metrics(self.conn, self.job["id"], metrics, metrics_message(metrics) if log_it else None)
         if self.first_step is None:
             self.first_step, self.started = step, time.monotonic()
             self._publish_hyperparameters()
         elif log_it:
             per_step = (time.monotonic() - self.started) / max(step - self.first_step, 1)
-            runs.set_estimated_finish(self.conn, self.job["id"], self.worker_id,
-                                      int(time.time() + per_step * (total - step)))
+            jobs.set_estimated_finish(self.conn, self.job["id"], self.worker_id,
+                                     int(time.time() + per_step * (total - step)))
 
     def _publish_hyperparameters(self) -> None:
         """Once training runs, the job shows the resolved values instead of "auto" (as OpenAI's jobs do)."""
-        from tunehouse.training.state import CONFIG_FILE
+        from tunehouse.training.checkpoints import CONFIG_FILE
 
         try:
             resolved = json.loads((self.settings.jobs_dir / self.job["id"] / CONFIG_FILE).read_text(encoding="utf-8"))
@@ -98,17 +104,16 @@ class StoreCallbacks:
         except (OSError, ValueError, KeyError) as e:
             log.warning("job %s: resolved hyperparameters not readable: %s", self.job["id"], e)
             return
-        self.conn.execute("UPDATE jobs SET hyperparameters = ? WHERE id = ? AND worker_id = ?",
-                          (json.dumps(hp), self.job["id"], self.worker_id))
+        jobs.set_hyperparameters(self.conn, self.job["id"], self.worker_id, hp)
 
     def on_checkpoint(self, checkpoint) -> None:
-        runs.add_checkpoint(self.conn, self.job, checkpoint.step, checkpoint.adapter_dir, checkpoint.metrics,
-                            self.settings.keep_checkpoints)
+        add_checkpoint(self.conn, self.job, checkpoint.step, checkpoint.adapter_dir, checkpoint.metrics,
+                       self.settings.keep_checkpoints)
 
     def control(self) -> str:
         if self.stop.is_set():
             return "pause"  # worker shutting down: save state, the job goes back to the queue
-        return runs.control_state(self.conn, self.job["id"], self.worker_id)
+        return leases.control_state(self.conn, self.job["id"], self.worker_id)
 
 
 def write_results_csv(rows: list[dict], path: Path) -> None:
@@ -128,7 +133,7 @@ def _heartbeat_loop(settings: Settings, job_id: str, worker_id: str, done: threa
     try:
         while not done.wait(settings.heartbeat_seconds):
             try:
-                runs.heartbeat(conn, job_id, worker_id)
+                leases.heartbeat(conn, job_id, worker_id)
             except sqlite3.OperationalError as e:  # a busy database must not kill the heartbeat
                 log.warning("heartbeat for %s failed: %s", job_id, e)
     finally:
@@ -142,8 +147,8 @@ def _evaluate(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, ad
     """
     if not job["validation_file"] or settings.job_eval_examples <= 0:
         return None
+    from tunehouse.eval.comparison import EvalError
     from tunehouse.eval.job_eval import evaluate_job, evaluation_event
-    from tunehouse.eval.runner import EvalError
 
     with transaction(conn):
         add_event(conn, job["id"], f"Evaluating the fine-tuned model against {job['base_model']} on up to "
@@ -169,9 +174,9 @@ def _evaluate(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, ad
 def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str, result) -> str:
     if result.status != "succeeded":
         # paused by the user, or our shutdown: a still-running row goes back to the queue for the next worker
-        runs.release_job(conn, job["id"], worker_id, requeue=result.status == "paused")
+        leases.release_job(conn, job["id"], worker_id, requeue=result.status == "paused")
         return result.status
-    by_step = {m["step"]: m for m in runs.job_metrics(conn, job["id"])}
+    by_step = {m["step"]: m for m in job_metrics(conn, job["id"])}
     by_step.update({m["step"]: m for m in result.metrics})
     settings.blobs_dir.mkdir(parents=True, exist_ok=True)
     tmp = settings.blobs_dir / f".results-{job['id']}.csv"
@@ -181,14 +186,13 @@ def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, work
     file_ids = [results["id"]]
     report_id = _evaluate(settings, conn, job, Path(result.adapter_dir))
     file_ids += [report_id] if report_id else []
-    ok = runs.complete_job(conn, job, worker_id, adapter_dir=Path(result.adapter_dir),
+    ok = jobs.complete_job(conn, job, worker_id, adapter_dir=Path(result.adapter_dir),
                            trained_tokens=int(result.trained_tokens), hyperparameters=result.hyperparameters,
                            result_file_ids=file_ids)
     if not ok:  # cancelled at the last moment or taken over: the result files belong to nobody
         for file_id in file_ids:
-            conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
-            blob_path(settings, file_id).unlink(missing_ok=True)
-        runs.release_job(conn, job["id"], worker_id)
+            delete_file(conn, settings, job["project"], file_id)
+        leases.release_job(conn, job["id"], worker_id)
         return "lost"
     return "succeeded"
 
@@ -207,8 +211,7 @@ def run_job(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, work
         return _finish(settings, conn, job, worker_id, result)
     except Exception as e:
         log.exception("job %s failed", job["id"])
-        owner = conn.execute("SELECT worker_id FROM jobs WHERE id = ?", (job["id"],)).fetchone()
-        if owner is not None and owner["worker_id"] == worker_id:
+        if jobs.job_owner(conn, job["id"]) == worker_id:
             user_error = isinstance(e, ValueError | LookupError)
             message = str(e) if user_error else f"Training failed with an internal error: {type(e).__name__}: {e}"
             fail_job(conn, job["id"], "training_error" if user_error else "server_error", message, None)

@@ -6,31 +6,33 @@ validating_files); idempotent, and the status transition is atomic, so running i
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 from tunehouse.config import Settings
 from tunehouse.store.db import blob_path
+from tunehouse.store.job_states import JobStatus
 from tunehouse.store.jobs import fail_job, get_job, mark_validated
 
-MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
+log = logging.getLogger("tunehouse.store")
 
 
 def _check(settings: Settings, file_id: str, param: str) -> tuple[str, str] | None:
     """None if the file is trainable, else (code, message)."""
-    from tunehouse.data.validation import validate_file
+    from tunehouse.data.validation import MIN_EXAMPLES, UPLOAD_TOLERATED, validate_file
 
     label = "Training" if param == "training_file" else "Validation"
     path = blob_path(settings, file_id)
     if not path.exists():
         return "file_not_found", f"{label} file {file_id} was deleted before the job could use it"
     report = validate_file(path)
-    blocking = [e for e in report.errors if e.code != "too_few_examples"]
-    n_blocking = sum(n for code, n in report.error_counts.items() if code != "too_few_examples")
+    blocking = report.blocking_errors(UPLOAD_TOLERATED)
     if blocking:
         first = blocking[0]
         where = f" (line {first.line})" if first.line else ""
         return "invalid_file_format", (
-            f"{label} file {file_id} has {n_blocking} format error(s); first: {first.code}{where}: {first.message}"
+            f"{label} file {file_id} has {report.blocking_error_count(UPLOAD_TOLERATED)} format error(s); first: "
+            f"{first.code}{where}: {first.message}"
         )
     if report.format != "chat":
         return "invalid_file_format", (
@@ -49,7 +51,7 @@ def _check(settings: Settings, file_id: str, param: str) -> tuple[str, str] | No
 def validate_job_files(conn: sqlite3.Connection, settings: Settings, job_id: str) -> str:
     """validating_files -> queued | failed; returns the job's status afterwards."""
     job = get_job(conn, None, job_id)
-    if job["status"] != "validating_files":
+    if job["status"] != JobStatus.VALIDATING_FILES:
         return job["status"]
     for param in ("training_file", "validation_file"):
         if not job[param]:
@@ -57,9 +59,10 @@ def validate_job_files(conn: sqlite3.Connection, settings: Settings, job_id: str
         try:
             problem = _check(settings, job[param], param)
         except Exception as e:  # never leave a job stuck in validating_files because a check crashed
-            problem = ("validation_error", f"Could not validate {param} {job[param]}: {e}")
+            log.exception("job %s: checking %s %s failed", job_id, param, job[param])
+            problem = ("validation_error", f"Could not validate {param} {job[param]}: {type(e).__name__}: {e}")
         if problem:
             fail_job(conn, job_id, problem[0], problem[1], param)
-            return "failed"
+            return JobStatus.FAILED
     mark_validated(conn, job_id)
     return get_job(conn, None, job_id)["status"]

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tunehouse.config import Settings
-from tunehouse.store import db, jobs, runs
+from tunehouse.store import checkpoints, db, jobs, leases
 from tunehouse.store.errors import Conflict
 
 
@@ -35,9 +35,9 @@ def _job(conn, settings, project="p", metadata=None, status="queued"):
 
 def _claim_all(data_dir: str, out) -> None:
     conn = db.connect(Settings(data_dir=data_dir))
-    wid = runs.make_worker_id()
+    wid = leases.make_worker_id()
     got = []
-    while (row := runs.claim_job(conn, wid)) is not None:
+    while (row := leases.claim_job(conn, wid)) is not None:
         got.append(row["id"])
     out.put(got)
 
@@ -57,60 +57,60 @@ def test_concurrent_workers_never_claim_the_same_job(conn, settings):
 
 def test_claim_takes_oldest_first_and_logs_started_then_resumed(conn, settings):
     a, b = _job(conn, settings), _job(conn, settings)
-    first = runs.claim_job(conn, "w:1:x")
+    first = leases.claim_job(conn, "w:1:x")
     assert first["id"] == a["id"] and first["status"] == "running"
-    runs.release_job(conn, a["id"], "w:1:x", requeue=True)
-    again = runs.claim_job(conn, "w:2:y")
+    leases.release_job(conn, a["id"], "w:1:x", requeue=True)
+    again = leases.claim_job(conn, "w:2:y")
     assert again["id"] == a["id"]
     messages = [e["message"] for e in jobs.list_events(conn, a["id"])[0]]
     assert messages[:3] == ["Fine-tuning job resumed by a worker",
                             "Worker shut down; job re-queued and will resume from its saved state",
                             "Fine-tuning job started"]
-    assert runs.claim_job(conn, "w:3:z")["id"] == b["id"]
+    assert leases.claim_job(conn, "w:3:z")["id"] == b["id"]
 
 
 def test_stale_heartbeat_requeues_and_fresh_one_does_not(conn, settings):
     job = _job(conn, settings)
-    runs.claim_job(conn, "otherhost:1:x")
-    assert runs.requeue_stale(conn, 60, alive=lambda w: None) == []
+    leases.claim_job(conn, "otherhost:1:x")
+    assert leases.requeue_stale(conn, 60, alive=lambda w: None) == []
     conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (time.time() - 120, job["id"]))
-    assert runs.requeue_stale(conn, 60, alive=lambda w: None) == [job["id"]]
+    assert leases.requeue_stale(conn, 60, alive=lambda w: None) == [job["id"]]
     row = jobs.get_job(conn, None, job["id"])
     assert row["status"] == "queued" and row["worker_id"] is None
 
 
 def test_dead_local_worker_is_requeued_without_waiting(conn, settings):
     job = _job(conn, settings)
-    runs.claim_job(conn, "host:999999:x")
-    assert runs.requeue_stale(conn, 3600, alive=lambda w: False) == [job["id"]]
+    leases.claim_job(conn, "host:999999:x")
+    assert leases.requeue_stale(conn, 3600, alive=lambda w: False) == [job["id"]]
 
 
 def test_worker_alive_checks_the_pid_on_this_host():
     import os
     import socket
 
-    assert runs.worker_alive(f"{socket.gethostname()}:{os.getpid()}:abc") is True
-    assert runs.worker_alive("some-other-host:1:abc") is None
+    assert leases.worker_alive(f"{socket.gethostname()}:{os.getpid()}:abc") is True
+    assert leases.worker_alive("some-other-host:1:abc") is None
 
 
 def test_heartbeat_only_for_the_owner(conn, settings):
     job = _job(conn, settings)
-    runs.claim_job(conn, "w:1:a")
-    assert runs.heartbeat(conn, job["id"], "w:1:a") and not runs.heartbeat(conn, job["id"], "w:2:b")
+    leases.claim_job(conn, "w:1:a")
+    assert leases.heartbeat(conn, job["id"], "w:1:a") and not leases.heartbeat(conn, job["id"], "w:2:b")
 
 
 def test_control_answers_follow_the_user_and_ownership(conn, settings):
     job = _job(conn, settings)
-    runs.claim_job(conn, "w:1:a")
-    assert runs.control_state(conn, job["id"], "w:1:a") == "continue"
-    assert runs.control_state(conn, job["id"], "w:2:b") == "pause"  # not ours any more: stop, keep state
+    leases.claim_job(conn, "w:1:a")
+    assert leases.control_state(conn, job["id"], "w:1:a") == "continue"
+    assert leases.control_state(conn, job["id"], "w:2:b") == "pause"  # not ours any more: stop, keep state
     jobs.pause_job(conn, "p", job["id"])
-    assert runs.control_state(conn, job["id"], "w:1:a") == "pause"
+    assert leases.control_state(conn, job["id"], "w:1:a") == "pause"
     jobs.resume_job(conn, "p", job["id"])  # resumed before the engine stopped: carry on, running again
-    assert runs.control_state(conn, job["id"], "w:1:a") == "continue"
+    assert leases.control_state(conn, job["id"], "w:1:a") == "continue"
     assert jobs.get_job(conn, None, job["id"])["status"] == "running"
     jobs.cancel_job(conn, "p", job["id"])
-    assert runs.control_state(conn, job["id"], "w:1:a") == "cancel"
+    assert leases.control_state(conn, job["id"], "w:1:a") == "cancel"
 
 
 def test_user_controls_reject_impossible_transitions(conn, settings):
@@ -123,7 +123,7 @@ def test_user_controls_reject_impossible_transitions(conn, settings):
 def test_checkpoints_keep_the_newest_n(conn, settings, tmp_path):
     job = _job(conn, settings)
     for step in (2, 4, 6, 8):
-        runs.add_checkpoint(conn, job, step, tmp_path / f"s{step}", {"step": step, "train_loss": 1.0}, keep=3)
+        checkpoints.add_checkpoint(conn, job, step, tmp_path / f"s{step}", {"step": step, "train_loss": 1.0}, keep=3)
     steps = [r["step"] for r in conn.execute("SELECT step FROM checkpoints ORDER BY step")]
     assert steps == [4, 6, 8]
     assert conn.execute("SELECT model_id FROM checkpoints WHERE step = 8").fetchone()[0].endswith(":ckpt-step-8")
@@ -131,10 +131,10 @@ def test_checkpoints_keep_the_newest_n(conn, settings, tmp_path):
 
 def test_complete_job_only_by_the_owner_of_a_running_job(conn, settings, tmp_path):
     job = _job(conn, settings)
-    runs.claim_job(conn, "w:1:a")
+    leases.claim_job(conn, "w:1:a")
     args = dict(adapter_dir=tmp_path, trained_tokens=5, hyperparameters={"n_epochs": 1}, result_file_ids=["file-r"])
-    assert not runs.complete_job(conn, job, "w:2:b", **args)
-    assert runs.complete_job(conn, job, "w:1:a", **args)
+    assert not jobs.complete_job(conn, job, "w:2:b", **args)
+    assert jobs.complete_job(conn, job, "w:1:a", **args)
     row = jobs.get_job(conn, "p", job["id"])
     assert row["status"] == "succeeded" and row["fine_tuned_model"] == job["model_id"]
     assert json.loads(row["result_files"]) == ["file-r"]

@@ -1,4 +1,8 @@
-"""Loading base models: the embedded Gemma 3 270M (GGUF converted once to a safetensors cache) or a local HF dir.
+"""Loading and running base models: model dirs, loaders, chat family, device pick and threads.
+
+Training, inference, export and the CLI all load base models through here (a neutral module, so `api` and
+`inference` never need `tunehouse.training`). The embedded Gemma 3 270M is a GGUF converted once to a
+safetensors cache; other bases are local Hugging Face directories from the catalog.
 
 The GGUF loads in ~60-90 s (dequantization); the converted cache loads in seconds, so the first use converts
 and every later use (server, worker, CLI) reads the cache. Conversion is atomic (built in a temp dir, then
@@ -135,12 +139,20 @@ def pick_device(pref: str = "auto"):
 
 def load_base_model(settings: Settings, name: str, device=None, dtype=None, progress: Progress | None = None):
     """(model, tokenizer, family) for a catalog name; family is a built-in family name or a template renderer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     path, family = model_dir(settings, name, progress)
     if device is None or dtype is None:
         auto_device, auto_dtype = pick_device(settings.device)
         device, dtype = device or auto_device, dtype or auto_dtype
+    return load_model_dir(path, family, device, dtype)
+
+
+def load_model_dir(path: Path, family: str, device, dtype):
+    """(model, tokenizer, family) from a Hugging Face causal-LM directory, in eval mode on `device`."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"{path} is not a Hugging Face model directory (no config.json)")
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     model.to(device)

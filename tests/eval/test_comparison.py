@@ -5,8 +5,8 @@ import json
 import pytest
 
 from tests.eval.fake_api import FakeAPI
+from tunehouse.eval.comparison import EvalError, EvalOptions, auto_max_tokens, evaluate, load_examples
 from tunehouse.eval.openai_backend import OpenAIBackend, fetch_results_csv, find_job, render_for_scoring
-from tunehouse.eval.runner import EvalError, EvalOptions, auto_max_tokens, evaluate, load_examples
 
 QA = {"Who are you?": "I am Gemma-FT by LocalLab.", "2+2?": "4", "Capital of France?": "Paris"}
 

@@ -1,0 +1,27 @@
+"""Per-step training metrics of a job (the rows of its results CSV) and the metrics events users read."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+from tunehouse.store.db import transaction
+from tunehouse.store.jobs import add_event
+
+EVENT_KEYS = ("step", "train_loss", "valid_loss", "train_mean_token_accuracy", "valid_mean_token_accuracy",
+              "total_steps")
+
+
+def record_metrics(conn: sqlite3.Connection, job_id: str, metrics: dict, event: str | None) -> None:
+    """Every step's metrics (for the results CSV) and, when `event` is given, a metrics event for the user."""
+    with transaction(conn):
+        conn.execute("INSERT OR REPLACE INTO job_metrics (job_id, step, data) VALUES (?, ?, ?)",
+                     (job_id, int(metrics["step"]), json.dumps(metrics)))
+        if event:
+            data = {k: metrics[k] for k in EVENT_KEYS if metrics.get(k) is not None}
+            add_event(conn, job_id, event, type="metrics", data=data)
+
+
+def job_metrics(conn: sqlite3.Connection, job_id: str) -> list[dict]:
+    rows = conn.execute("SELECT data FROM job_metrics WHERE job_id = ? ORDER BY step", (job_id,))
+    return [json.loads(r["data"]) for r in rows]
