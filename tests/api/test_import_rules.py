@@ -6,8 +6,9 @@ import subprocess
 import sys
 
 MODULES = ["tunehouse.api.files", "tunehouse.api.fine_tuning", "tunehouse.api.models", "tunehouse.api.deps",
-           "tunehouse.api.errors", "tunehouse.store.models", "tunehouse.store.checks", "tunehouse.store.runs",
-           "tunehouse.worker.main"]
+           "tunehouse.api.errors", "tunehouse.api.completion_requests", "tunehouse.api.inference_deps",
+           "tunehouse.api.chat", "tunehouse.api.completions", "tunehouse.store.models", "tunehouse.store.checks",
+           "tunehouse.store.runs", "tunehouse.worker.main"]
 
 
 def test_api_store_and_worker_loop_import_no_training_and_no_torch():

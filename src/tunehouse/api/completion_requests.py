@@ -158,14 +158,18 @@ def vocabulary_bias(bias: dict[str, float] | None, vocab_size: int) -> dict[int,
     return out
 
 
-def fit_max_tokens(requested: int | None, prompt_len: int, context: int, param: str = "max_tokens") -> int:
-    """The completion budget: what was asked, bounded by the context; OpenAI's default is all that is left."""
+def fit_max_tokens(requested: int | None, prompt_len: int, context: int, param: str = "max_tokens",
+                   prompt_param: str = "messages") -> int:
+    """The completion budget: what was asked, bounded by the context; OpenAI's default is all that is left.
+
+    The error blames `param` (the limit asked for) when the prompt alone fits, else `prompt_param`.
+    """
     room = context - prompt_len
     if room <= 0 or (requested is not None and requested > room):
         asked = f" + {requested} requested" if requested is not None else ""
         raise APIError(400, f"This model's maximum context length is {context} tokens. However, you requested "
                        f"{prompt_len + (requested or 0)} tokens ({prompt_len} in the prompt{asked}). Please reduce "
-                       "the prompt or the completion length.", param=param if room > 0 else "messages",
+                       "the prompt or the completion length.", param=param if room > 0 else prompt_param,
                        code="context_length_exceeded")
     return room if requested is None else requested
 
@@ -218,9 +222,11 @@ class ChatMessage(BaseModel):
     @model_validator(mode="after")
     def _check_required(self) -> ChatMessage:
         if self.role == "tool" and self.tool_call_id is None:
-            raise request_error("missing_required_parameter", "a tool message answers a call", "tool_call_id")
+            raise request_error("missing_required_parameter", "a 'tool' message names the call it answers",
+                                "tool_call_id")
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise request_error("missing_required_parameter", "only an assistant's tool calls may omit it", "content")
+            raise request_error("missing_required_parameter", "only an assistant message with 'tool_calls' may omit it",
+                                "content")
         return self
 
     def text(self) -> str:

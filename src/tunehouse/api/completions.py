@@ -54,7 +54,7 @@ async def create_completion(body: CompletionRequest, db: SessionDep, settings: S
     encoded = [tokenize(engine, p) for p in body.prompts]
     max_tokens = body.requested_max_tokens
     for ids, *_ in encoded:  # a budget that was asked for is never shortened to fit: it fits or is refused
-        fit_max_tokens(max_tokens, len(ids), settings.inference_context)
+        fit_max_tokens(max_tokens, len(ids), settings.inference_context, prompt_param="prompt")
     params = body.sampling_params(engine.vocab_size, max_tokens)
     ticket = admit(svc)
     generation = CompletionGeneration(svc, engine, adapter_dir, params, body.choices_count, bool(body.echo), encoded)

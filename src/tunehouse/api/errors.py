@@ -77,13 +77,13 @@ def describe_validation(errors: list[dict]) -> tuple[str, str | None, str]:
     name = f"'{field}'" if field else "the request body"
     if own:
         return _PHRASES[kind].format(name=name, reason=first.get("msg")), field, kind
+    if kind == "json_invalid" or (kind == "missing" and field is None):  # malformed or empty body
+        return "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your"\
+            " HTTP library correctly.)", None, "invalid_json"
     if kind == "missing":
         return f"Missing required parameter: {name}.", field, "missing_required_parameter"
     if kind == "extra_forbidden":
         return f"Unrecognized request argument supplied: {field}", field, "unknown_parameter"
-    if kind == "json_invalid":
-        return "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your"\
-            " HTTP library correctly.)", None, "invalid_json"
     if field is None and kind in ("model_type", "model_attributes_type", "dict_type"):
         return "The request body must be a JSON object.", None, "invalid_json"
     # A union ("auto" | int 1..50) gives one error per branch: say all the ways the value could be right.
