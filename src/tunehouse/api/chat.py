@@ -10,147 +10,33 @@ enforced by starting the answer with the call's opening text.
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from tunehouse.api.completion_requests import ChatCompletionRequest, NamedToolChoice, fit_max_tokens
 from tunehouse.api.deps import ProjectDep, SessionDep, SettingsDep
 from tunehouse.api.errors import APIError
-from tunehouse.data.render import content_text, parse_tool_calls, render_prompt
-from tunehouse.inference import params as P
+from tunehouse.api.inference_deps import InferenceDep, admit, load_engine
+from tunehouse.data.render import parse_tool_calls, render_prompt
 from tunehouse.inference.generate import Piece, encode_prompt, generate, stop_token_ids
 from tunehouse.inference.sampling import Sampler
-from tunehouse.inference.service import EngineUnavailable, InferenceService, QueueFull
 from tunehouse.store.models import resolve_model
 
 router = APIRouter(tags=["chat"])
-_init = threading.Lock()
-CHAT_KEYS = {
-    "model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "stop", "n", "seed",
-    "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "tools", "tool_choice", "response_format",
-    "stream", "stream_options", "logit_bias", "parallel_tool_calls", "store", "service_tier", "modalities",
-}
-ROLES = ("system", "developer", "user", "assistant", "tool")
 TOOL_OPEN = "<tool_call>"
 
 
-def inference_service(request: Request) -> InferenceService:
-    """The app's one InferenceService, created on first use (engines load lazily, per base model)."""
-    state = request.app.state
-    with _init:
-        if getattr(state, "inference", None) is None:
-            state.inference = InferenceService(state.settings)
-    return state.inference
-
-
-def bad(e: P.BadParam) -> APIError:
-    return APIError(400, e.message, param=e.param, code=e.code)
-
-
-async def read_body(request: Request) -> dict:
-    try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise APIError(400, "We could not parse the JSON body of your request.", code="invalid_json") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "The request body must be a JSON object.", code="invalid_json")
-    return body
-
-
-def check_model(body: dict) -> str:
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise APIError(400, "Missing required parameter: 'model'.", param="model", code="missing_required_parameter")
-    return model
-
-
-async def load_engine(svc: InferenceService, model: str, base: str, adapter_dir):
-    try:
-        return await run_in_threadpool(svc.engine, base, adapter_dir)
-    except EngineUnavailable as e:
-        raise APIError(503, str(e), code="engine_unavailable", type="server_error") from None
-
-
-def admit(svc: InferenceService):
-    try:
-        return svc.admit()
-    except QueueFull as e:
-        raise APIError(429, str(e), code="rate_limit_exceeded", type="requests",
-                       headers={"Retry-After": "1"}) from None
-
-
-def check_messages(body: dict) -> list[dict]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise APIError(400, "Invalid 'messages': expected a non-empty array of messages.", param="messages",
-                       code="invalid_value")
-    for i, m in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
-            raise APIError(400, f"Invalid '{where}.role': expected one of {', '.join(ROLES)}.",
-                           param=f"{where}.role", code="invalid_value")
-        try:
-            content_text(m.get("content"))
-        except ValueError as e:
-            raise APIError(400, f"Invalid '{where}.content': {e}.", param=f"{where}.content") from None
-        if m["role"] == "tool" and not isinstance(m.get("tool_call_id"), str):
-            raise APIError(400, f"Missing required parameter: '{where}.tool_call_id'.", param=f"{where}.tool_call_id",
-                           code="missing_required_parameter")
-        if m.get("content") is None and not (m["role"] == "assistant" and m.get("tool_calls")):
-            raise APIError(400, f"Missing required parameter: '{where}.content'.", param=f"{where}.content",
-                           code="missing_required_parameter")
-    return messages
-
-
-def check_tools(body: dict, messages: list[dict]) -> tuple[list[dict] | None, str]:
-    """(tools to render or None, forced answer prefix) from tools / tool_choice / response_format."""
-    tools = body.get("tools")
-    choice = body.get("tool_choice")
-    if tools is not None:
-        if not isinstance(tools, list) or not all(isinstance(t, dict) and t.get("type") == "function"
-                                                  and isinstance((t.get("function") or {}).get("name"), str)
-                                                  for t in tools):
-            raise APIError(400, "Invalid 'tools': expected an array of {\"type\": \"function\", \"function\": "
-                           "{\"name\": ..., \"parameters\": ...}}.", param="tools")
-        tools = tools or None
-    names = [t["function"]["name"] for t in tools or []]
-    prefix = ""
-    if choice is not None and not tools:
-        raise APIError(400, "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
-                       "specified.", param="tool_choice")
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        if choice.get("type") != "function" or name not in names:
-            raise APIError(400, f"Invalid 'tool_choice': no function named '{name}' in 'tools'.", param="tool_choice")
-        prefix = TOOL_OPEN + json.dumps({"name": name})[:-1] + ', "arguments": '
-    elif choice == "required":
-        prefix = TOOL_OPEN
-    elif choice not in (None, "auto", "none"):
-        raise APIError(400, "Invalid 'tool_choice': expected 'none', 'auto', 'required' or a named function.",
-                       param="tool_choice")
-    if body.get("parallel_tool_calls") not in (None, True, False):
-        raise APIError(400, "Invalid type for 'parallel_tool_calls': expected a boolean.", param="parallel_tool_calls")
-    fmt = body.get("response_format")
-    if fmt is not None:
-        kind = fmt.get("type") if isinstance(fmt, dict) else None
-        if kind == "json_schema":
-            raise APIError(400, "Unsupported value: 'response_format' of type 'json_schema' is not supported by "
-                           "tunehouse; use {'type': 'json_object'}.", param="response_format.type",
-                           code="unsupported_value")
-        if kind not in ("text", "json_object"):
-            raise APIError(400, "Invalid 'response_format': expected {'type': 'text'} or {'type': 'json_object'}.",
-                           param="response_format")
-        if kind == "json_object" and not any("json" in content_text(m.get("content")).lower() for m in messages):
-            raise APIError(400, "'messages' must contain the word 'json' in some form, to use 'response_format' of "
-                           "type 'json_object'.", param="messages")
-    if choice == "none":
-        return tools, ""  # tools still describe the conversation, but no call is parsed back
-    return tools, prefix
+def forced_prefix(body: ChatCompletionRequest) -> str:
+    """The start of the answer that enforces tool_choice: a named call's opening text, or any call's."""
+    choice = body.tool_choice
+    if isinstance(choice, NamedToolChoice):
+        return TOOL_OPEN + json.dumps({"name": choice.function.name})[:-1] + ', "arguments": '
+    return TOOL_OPEN if choice == "required" else ""
 
 
 def token_logprob(tok, choice) -> dict:
@@ -181,50 +67,39 @@ def held_back(text: str, parse_tools: bool) -> int:
 
 
 @router.post("/chat/completions")
-async def create_chat_completion(request: Request, db: SessionDep, settings: SettingsDep, project: ProjectDep):
-    body = await read_body(request)
-    model = check_model(body)
-    messages = check_messages(body)
+async def create_chat_completion(body: ChatCompletionRequest, db: SessionDep, settings: SettingsDep,
+                                 project: ProjectDep, svc: InferenceDep):
+    prefix = forced_prefix(body)
+    tools = body.rendered_tools()
+    parse_tools = bool(tools) and body.tool_choice != "none"  # with "none", tools still describe the conversation
+    base, adapter_dir = resolve_model(db, settings, project, body.model)
+    engine = await load_engine(svc, base, adapter_dir)
     try:
-        P.check_keys(body, CHAT_KEYS)
-        n = P.choices_count(body)
-        stream, include_usage = P.stream_flags(body)
-    except P.BadParam as e:
-        raise bad(e) from None
-    tools, prefix = check_tools(body, messages)
-    parse_tools = bool(tools) and body.get("tool_choice") != "none"
-    base, adapter_dir = resolve_model(db, settings, project, model)
-    svc = inference_service(request)
-    engine = await load_engine(svc, model, base, adapter_dir)
-    try:
-        params, requested = P.sampling_params(body, chat=True, vocab_size=engine.vocab_size)
-        prompt = render_prompt(messages, tools, family=engine.family) + prefix
-        ids = encode_prompt(engine.tokenizer, prompt, add_bos=False)
-        which = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
-        params.max_tokens = P.fit_max_tokens(requested, len(ids), settings.inference_context, which)
-    except P.BadParam as e:
-        raise bad(e) from None
+        prompt = render_prompt(body.rendered_messages(), tools, family=engine.family) + prefix
     except ValueError as e:  # the renderer's complaints about message shapes
-        raise APIError(400, str(e), param="messages") from None
+        raise APIError(400, str(e), param="messages", code="invalid_value") from None
+    ids = encode_prompt(engine.tokenizer, prompt, add_bos=False)
+    budget = fit_max_tokens(body.requested_max_tokens, len(ids), settings.inference_context, body.max_tokens_param)
+    params = body.sampling_params(engine.vocab_size, budget)
     ticket = admit(svc)
-    meta = {"id": "chatcmpl-" + uuid.uuid4().hex[:29], "created": int(time.time()), "model": model,
+    meta = {"id": "chatcmpl-" + uuid.uuid4().hex[:29], "created": int(time.time()), "model": body.model,
             "system_fingerprint": f"tunehouse-{engine.name}"}
     stops = stop_token_ids(engine.tokenizer)
-    job = Job(svc, engine, ids, adapter_dir, params, stops, n, prefix, parse_tools)
-    if not stream:
+    generation = ChatGeneration(svc, engine, ids, adapter_dir, params, stops, body.choices_count, prefix, parse_tools)
+    if not body.stream:
         try:
-            choices, completion_tokens = await run_in_threadpool(job.run_all)
+            choices, completion_tokens = await run_in_threadpool(generation.run_all)
         finally:
             ticket.release()
         usage = {"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
                  "total_tokens": len(ids) + completion_tokens}
         return {**meta, "object": "chat.completion", "choices": choices, "usage": usage}
-    return StreamingResponse(job.sse(meta, include_usage, ticket), media_type="text/event-stream",
+    return StreamingResponse(generation.sse(meta, body.include_usage, ticket), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-class Job:
-    """One request's generation: n choices, run under the service lock, as a whole or as SSE chunks."""
+class ChatGeneration:
+    """One chat request's generation: n choices, run under the service lock, as a whole or as SSE chunks."""
 
     def __init__(self, svc, engine, ids, adapter_dir, params, stops, n, prefix, parse_tools):
         self.svc, self.engine, self.ids, self.adapter_dir = svc, engine, ids, adapter_dir

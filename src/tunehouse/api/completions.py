@@ -13,45 +13,19 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from tunehouse.api.chat import admit, bad, check_model, inference_service, load_engine, read_body
+from tunehouse.api.completion_requests import CompletionRequest, fit_max_tokens
 from tunehouse.api.deps import ProjectDep, SessionDep, SettingsDep
 from tunehouse.api.errors import APIError
-from tunehouse.inference import params as P
+from tunehouse.api.inference_deps import InferenceDep, admit, load_engine
 from tunehouse.inference.generate import encode_prompt, generate, stop_token_ids
 from tunehouse.inference.sampling import Sampler, top_entries
 from tunehouse.store.models import resolve_model
 
 router = APIRouter(tags=["completions"])
-COMPLETION_KEYS = {
-    "model", "prompt", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "logprobs", "echo",
-    "stop", "presence_penalty", "frequency_penalty", "seed", "logit_bias",
-}
-DEFAULT_MAX_TOKENS = 16  # OpenAI's default for this endpoint
-
-
-def prompts_of(body: dict) -> list[str | list[int]]:
-    """OpenAI's four prompt shapes -> a list of prompts, each text or token ids."""
-    p = body.get("prompt")
-
-    def ids(x) -> bool:
-        return isinstance(x, list) and bool(x) and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
-
-    if isinstance(p, str):
-        return [p]
-    if ids(p):
-        return [p]
-    if isinstance(p, list) and p and all(isinstance(x, str) for x in p):
-        return list(p)
-    if isinstance(p, list) and p and all(ids(x) for x in p):
-        return list(p)
-    if p is None:
-        raise APIError(400, "Missing required parameter: 'prompt'.", param="prompt", code="missing_required_parameter")
-    raise APIError(400, "Invalid 'prompt': expected a string, an array of strings, an array of token ids or an "
-                   "array of token-id arrays.", param="prompt")
 
 
 def tokenize(engine, prompt: str | list[int]) -> tuple[list[int], list[int], str, int]:
@@ -59,7 +33,8 @@ def tokenize(engine, prompt: str | list[int]) -> tuple[list[int], list[int], str
     tok = engine.tokenizer
     if isinstance(prompt, list):
         if max(prompt) >= engine.vocab_size or min(prompt) < 0:
-            raise APIError(400, "Invalid 'prompt': token id out of this model's vocabulary.", param="prompt")
+            raise APIError(400, "Invalid value for 'prompt': a token id is out of this model's vocabulary.",
+                           param="prompt", code="invalid_value")
         offsets, text = [], ""
         for i in range(len(prompt)):  # offsets from incremental decoding so they index the echoed text
             offsets.append(len(text))
@@ -72,49 +47,37 @@ def tokenize(engine, prompt: str | list[int]) -> tuple[list[int], list[int], str
 
 
 @router.post("/completions")
-async def create_completion(request: Request, db: SessionDep, settings: SettingsDep, project: ProjectDep):
-    body = await read_body(request)
-    model = check_model(body)
-    try:
-        P.check_keys(body, COMPLETION_KEYS)
-        n = P.choices_count(body)
-        stream, include_usage = P.stream_flags(body)
-    except P.BadParam as e:
-        raise bad(e) from None
-    echo = body.get("echo")
-    if echo not in (None, True, False):
-        raise APIError(400, "Invalid type for 'echo': expected a boolean.", param="echo", code="invalid_type")
-    prompts = prompts_of(body)
-    base, adapter_dir = resolve_model(db, settings, project, model)
-    svc = inference_service(request)
-    engine = await load_engine(svc, model, base, adapter_dir)
-    try:
-        params, requested = P.sampling_params(body, chat=False, vocab_size=engine.vocab_size)
-        requested = DEFAULT_MAX_TOKENS if "max_tokens" not in body or body["max_tokens"] is None else requested
-        encoded = [tokenize(engine, p) for p in prompts]
-        budgets = [P.fit_max_tokens(requested, len(e[0]), settings.inference_context) for e in encoded]
-    except P.BadParam as e:
-        raise bad(e) from None
+async def create_completion(body: CompletionRequest, db: SessionDep, settings: SettingsDep, project: ProjectDep,
+                            svc: InferenceDep):
+    base, adapter_dir = resolve_model(db, settings, project, body.model)
+    engine = await load_engine(svc, base, adapter_dir)
+    encoded = [tokenize(engine, p) for p in body.prompts]
+    max_tokens = body.requested_max_tokens
+    for ids, *_ in encoded:  # a budget that was asked for is never shortened to fit: it fits or is refused
+        fit_max_tokens(max_tokens, len(ids), settings.inference_context, prompt_param="prompt")
+    params = body.sampling_params(engine.vocab_size, max_tokens)
     ticket = admit(svc)
-    run = Run(svc, engine, adapter_dir, params, n, bool(echo), encoded, budgets)
-    meta = {"id": "cmpl-" + uuid.uuid4().hex[:29], "created": int(time.time()), "model": model,
+    generation = CompletionGeneration(svc, engine, adapter_dir, params, body.choices_count, bool(body.echo), encoded)
+    meta = {"id": "cmpl-" + uuid.uuid4().hex[:29], "created": int(time.time()), "model": body.model,
             "system_fingerprint": f"tunehouse-{engine.name}", "object": "text_completion"}
-    if not stream:
+    if not body.stream:
         try:
-            choices = await run_in_threadpool(lambda: list(run.choices()))
+            choices = await run_in_threadpool(lambda: list(generation.choices()))
         finally:
             ticket.release()
-        return {**meta, "choices": choices, "usage": run.usage()}
-    return StreamingResponse(run.sse(meta, include_usage, ticket), media_type="text/event-stream",
+        return {**meta, "choices": choices, "usage": generation.usage()}
+    return StreamingResponse(generation.sse(meta, body.include_usage, ticket), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-class Run:
-    def __init__(self, svc, engine, adapter_dir, params, n, echo, encoded, budgets):
+class CompletionGeneration:
+    """One completions request's generation: n choices per prompt, run under the service lock, whole or as SSE."""
+
+    def __init__(self, svc, engine, adapter_dir, params, n, echo, encoded):
         import numpy as np
 
         self.svc, self.engine, self.adapter_dir, self.params = svc, engine, adapter_dir, params
-        self.n, self.echo, self.encoded, self.budgets = n, echo, encoded, budgets
+        self.n, self.echo, self.encoded = n, echo, encoded
         self.rng = np.random.default_rng(params.seed)
         self.stops = stop_token_ids(engine.tokenizer)
         self.completion_tokens = 0
@@ -137,7 +100,6 @@ class Run:
         """(text, logprobs fragment or None, finish_reason) pieces of one choice, echoed prompt first."""
         ids, offsets, prompt_text, skip = self.encoded[p_index]
         params = self.params
-        params_i = type(params)(**{**params.__dict__, "max_tokens": self.budgets[p_index]})
         base = 0
         if self.echo:
             frag = None
@@ -147,7 +109,7 @@ class Run:
             yield prompt_text, frag, None
             base = len(prompt_text)
         done = 0
-        for piece in generate(self.engine, ids, self.adapter_dir, params_i, self.stops, Sampler(params_i, self.rng)):
+        for piece in generate(self.engine, ids, self.adapter_dir, params, self.stops, Sampler(params, self.rng)):
             self.completion_tokens += len(piece.tokens)
             frag = None
             if params.logprobs:

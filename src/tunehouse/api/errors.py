@@ -1,7 +1,8 @@
 """The one place that turns exceptions into OpenAI's error body {"error": {"message", "type", "param", "code"}}.
 
 Routes raise `APIError` (or the store's errors); request validation errors name the offending field in
-`param` (dotted path, e.g. "hyperparameters.n_epochs") and in the message.
+`param` (OpenAI's path, e.g. "hyperparameters.n_epochs", "messages[0].role") and in the message, with OpenAI's
+`code`: a request model's own checks raise errors typed with the code itself (see api/completion_requests.py).
 """
 
 from __future__ import annotations
@@ -41,23 +42,55 @@ def error_response(status: int, message: str, type: str | None = None, param: st
     return JSONResponse(error_body(message, type, param, code), status_code=status, headers=headers)
 
 
-def _field(loc: tuple) -> str | None:
-    # Drop FastAPI's location prefix and pydantic's union-branch tags ("int", "literal['auto']", ...).
-    parts = [str(p) for p in loc[1:] if not (isinstance(p, str) and ("[" in p or p in ("int", "float", "str")))]
-    return ".".join(parts) or None
+# Error types the request models raise themselves (PydanticCustomError(code, reason)) are OpenAI's codes.
+_PHRASES = {
+    "invalid_value": "Invalid value for {name}: {reason}.",
+    "invalid_type": "Invalid type for {name}: {reason}.",
+    "unsupported_parameter": "Unsupported parameter: {name}: {reason}.",
+    "unsupported_value": "Unsupported value for {name}: {reason}.",
+    "missing_required_parameter": "Missing required parameter: {name}: {reason}.",
+}
+_BRANCH_TAGS = ("int", "float", "str", "bool")
 
 
-def _validation_message(err: dict, field: str | None) -> tuple[str, str]:
-    kind = err.get("type", "")
+def _field(loc: tuple, relative: str | None = None) -> str | None:
+    """OpenAI's name of a parameter: `messages[0].role`, `hyperparameters.n_epochs`.
+
+    Drops FastAPI's location prefix ("body") and pydantic's union-branch tags ("int", "literal['auto']", ...);
+    `relative` is the field a cross-field check names, below the location it ran at.
+    """
+    name = ""
+    for part in [*loc[1:], *([relative] if relative else [])]:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        elif not ("[" in part or part in _BRANCH_TAGS):
+            name += ("." if name else "") + part
+    return name or None
+
+
+def describe_validation(errors: list[dict]) -> tuple[str, str | None, str]:
+    """(message, param, code) for the first error; a union's alternatives are all named in the message."""
+    first = errors[0] if errors else {}
+    kind = first.get("type", "")
+    own = kind in _PHRASES
+    field = _field(tuple(first.get("loc", ())), (first.get("ctx") or {}).get("field") if own else None)
     name = f"'{field}'" if field else "the request body"
-    if kind == "missing":
-        return f"Missing required parameter: {name}.", "missing_required_parameter"
-    if kind == "extra_forbidden":
-        return f"Unrecognized request argument supplied: {field}", "unknown_parameter"
-    if kind == "json_invalid":
+    if own:
+        return _PHRASES[kind].format(name=name, reason=first.get("msg")), field, kind
+    if kind == "json_invalid" or (kind == "missing" and field is None):  # malformed or empty body
         return "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your"\
-            " HTTP library correctly.)", "invalid_json"
-    return f"Invalid value for {name}: {err.get('msg', 'invalid')}.", "invalid_value"
+            " HTTP library correctly.)", None, "invalid_json"
+    if kind == "missing":
+        return f"Missing required parameter: {name}.", field, "missing_required_parameter"
+    if kind == "extra_forbidden":
+        return f"Unrecognized request argument supplied: {field}", field, "unknown_parameter"
+    if field is None and kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "The request body must be a JSON object.", None, "invalid_json"
+    # A union ("auto" | int 1..50) gives one error per branch: say all the ways the value could be right.
+    same = [e["msg"] for e in errors if _field(tuple(e.get("loc", ()))) == field]
+    code = "invalid_type" if kind.endswith("_type") else "invalid_value"
+    what = "type" if code == "invalid_type" else "value"
+    return f"Invalid {what} for {name}: {' or '.join(dict.fromkeys(same))} (got {first.get('input')!r}).", field, code
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -71,15 +104,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        errors = exc.errors()
-        first = errors[0] if errors else {}
-        field = _field(tuple(first.get("loc", ())))
-        message, code = _validation_message(first, field)
-        if code == "invalid_value":
-            # A union ("auto" | int 1..50) gives one error per branch: say all the ways the value could be right.
-            same = [e["msg"] for e in errors if _field(tuple(e.get("loc", ()))) == field]
-            message = f"Invalid value for '{field}': {' or '.join(dict.fromkeys(same))} (got {first.get('input')!r})."
-        return error_response(400, message, "invalid_request_error", field, code)
+        message, param, code = describe_validation(exc.errors())
+        return error_response(400, message, "invalid_request_error", param, code)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):

@@ -3,6 +3,7 @@
 - service.InferenceService(settings).engine(base_model, adapter_dir) -> the loaded engine (llama.cpp or HF);
   .admit() -> a Ticket or QueueFull; .lock serialises decoding.
 - generate.generate(engine, prompt_ids, adapter_dir, SamplingParams, stop_ids) -> Pieces of text.
-- params: OpenAI request parameters -> SamplingParams (BadParam for anything unsupported).
+- sampling: SamplingParams and the Sampler every engine shares (request bodies -> SamplingParams are the
+  API's: tunehouse.api.completion_requests).
 - gguf_convert: PEFT LoRA -> GGUF LoRA; local Gemma 3 -> GGUF. export.export_model: peft | merged | gguf.
 """
