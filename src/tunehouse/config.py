@@ -28,8 +28,8 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address `tunehouse serve` binds")
     port: int = Field(8000, description="Port `tunehouse serve` binds")
     base_url: str | None = Field(None, description=(
-        "Server the CLI's client commands talk to; unset = DEFAULT_BASE_URL (and for `chat` and `eval`: "
-        "a server started inside the command)"))
+        f"Server the CLI's client commands talk to; unset = `{DEFAULT_BASE_URL}` (for `chat` and `eval`: a server "
+        "started inside the command)"))
     api_key: str | None = Field(None, description="API key the CLI sends")
     api_keys: str = Field("", description=(
         "Server keys: `project:key,...` or a JSON list (a key without project is in `default`); empty = "
@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     org: str = Field("tunehouse", description="Org segment of fine-tuned model ids: `ft:{base}:{org}:{suffix}:{id}`")
     model_aliases: dict[str, str] = Field(default_factory=dict, description=(
         'JSON: other names for local bases, e.g. `{"gpt-4o-mini-2024-07-18": "gemma-3-270m"}`'))
-    default_base_model: str = Field("gemma-3-270m", description="Base the quickstart and `validate` assume")
+    default_base_model: str = Field("gemma-3-270m", description="Base model `tunehouse validate` counts tokens with when no `--model` is given")
     device: Device = Field("auto", description="Training device: `auto` (CUDA with bf16 when present, else CPU fp32),"
                            " `cpu`, `cuda`")
     keep_checkpoints: int = Field(3, description="Epoch checkpoints kept per job (newest)")

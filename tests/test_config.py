@@ -1,0 +1,34 @@
+"""Settings: bad values fail at startup with the allowed list; every field is described and in the README."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from tunehouse.config import Settings
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.mark.parametrize(("field", "value", "allowed"), [
+    ("engine", "vllm", "'auto', 'llamacpp' or 'hf'"),
+    ("device", "tpu", "'auto', 'cpu' or 'cuda'"),
+    ("inference_precision", "q4", "'original'"),
+])
+def test_a_bad_choice_fails_with_the_allowed_values(monkeypatch, field, value, allowed):
+    monkeypatch.setenv(f"TUNEHOUSE_{field.upper()}", value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert field in str(info.value) and allowed in str(info.value)
+
+
+def test_every_field_has_a_description():
+    assert [n for n, f in Settings.model_fields.items() if not f.description] == []
+
+
+def test_the_readme_configuration_table_lists_every_field():
+    listed = set(re.findall(r"^\| `TUNEHOUSE_([A-Z_]+)`", README.read_text(encoding="utf-8"), re.MULTILINE))
+    assert {name.upper() for name in Settings.model_fields} - listed == set()
