@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     org: str = Field("tunehouse", description="Org segment of fine-tuned model ids: `ft:{base}:{org}:{suffix}:{id}`")
     model_aliases: dict[str, str] = Field(default_factory=dict, description=(
         'JSON: other names for local bases, e.g. `{"gpt-4o-mini-2024-07-18": "gemma-3-270m"}`'))
-    default_base_model: str = Field("gemma-3-270m", description="Base model `tunehouse validate` counts tokens with when no `--model` is given")
+    default_base_model: str = Field("gemma-3-270m", description=(
+        "Base model `tunehouse validate` counts tokens with when no `--model` is given"))
     device: Device = Field("auto", description="Training device: `auto` (CUDA with bf16 when present, else CPU fp32),"
                            " `cpu`, `cuda`")
     keep_checkpoints: int = Field(3, description="Epoch checkpoints kept per job (newest)")
