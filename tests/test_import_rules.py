@@ -1,9 +1,10 @@
 """DEVELOPERS.md's import rules, checked on the AST of every module under src/tunehouse (lazy imports included).
 
 Rules: `data` imports nothing of ours; `training` never imports `api`/`store`/`worker`; `api` and `inference`
-never import `training`; nothing outside `cli` imports `cli`; no cycle between packages. The checker runs on
-the real tree (no violation) and on small trees with one bad import each (exactly that violation), so it is
-shown to fail when a rule is broken.
+never import `training`; `migration` never imports `api`/`store`/`worker`/`training`/`inference` (it reaches the
+target over HTTP); nothing outside `cli` imports `cli`; no cycle between packages. The checker runs on the real tree
+(no violation) and on small trees with one bad import each (exactly that violation), so it is shown
+to fail when a rule is broken.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ FORBIDDEN = {  # importer unit -> units it must not import
     "training": {"api", "store", "worker", "web"},
     "api": {"training"},
     "inference": {"training"},
+    # A migration reaches the target over HTTP like any client: data, eval and config only.
+    "migration": {"api", "store", "worker", "training", "inference"},
 }
 
 

@@ -76,8 +76,9 @@ def make_progress() -> Progress:
 
 
 def run_evaluation(client, model: str, baseline: str, test: Path, options, max_examples: int | None,
-                   quiet: bool = False):
-    """Evaluate through `client` with a progress bar; attach the job and its loss curve when known."""
+                   quiet: bool = False, baseline_client=None):
+    """Evaluate through `client` (the baseline through `baseline_client` when given) with a progress bar;
+    attach the job and its loss curve when known."""
     from tunehouse.eval.comparison import evaluate
     from tunehouse.eval.openai_backend import OpenAIBackend, fetch_results_csv, find_job
 
@@ -91,7 +92,9 @@ def run_evaluation(client, model: str, baseline: str, test: Path, options, max_e
                 tasks[label] = progress.add_task(f"{label:8s} answering", total=total)
             progress.update(tasks[label], completed=done)
 
-        result = evaluate(OpenAIBackend(client), model, baseline, test, options, max_examples, report)
+        baseline_backend = OpenAIBackend(baseline_client) if baseline_client is not None else None
+        result = evaluate(OpenAIBackend(client), model, baseline, test, options, max_examples, report,
+                          baseline_backend)
     job = find_job(client, model) if model.startswith("ft:") else None
     if job:
         result.job = {k: job.get(k) for k in ("id", "model", "fine_tuned_model", "trained_tokens",
@@ -138,6 +141,11 @@ def eval_command(
                                                  "TUNEHOUSE_BASE_URL; default: start tunehouse in this process over "
                                                  "--data-dir)")] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", help="API key (env TUNEHOUSE_API_KEY)")] = None,
+    baseline_base_url: Annotated[str | None, typer.Option("--baseline-base-url", help="Serve the baseline from "
+                                                          "this OpenAI-compatible server instead (e.g. an OpenAI "
+                                                          "ft: model vs its tunehouse replacement)")] = None,
+    baseline_api_key: Annotated[str | None, typer.Option("--baseline-api-key", help="API key of "
+                                                         "--baseline-base-url (default: --api-key)")] = None,
     max_examples: Annotated[int | None, typer.Option("--max-examples", "-n", min=1, help="Only the first N")] = None,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Answer length cap (default: "
                                                    "twice the reference's length, 32-512)")] = None,
@@ -171,8 +179,13 @@ def eval_command(
     options = EvalOptions(temperature=temperature, max_tokens=max_tokens, check_json=check_json, schema=schema_obj,
                           score_loss="loss" in wanted, template=template)
     with open_client(base_url, api_key, data_dir) as client:
+        baseline_client = None
+        if baseline_base_url:
+            baseline_client = client.with_options(base_url=baseline_base_url.rstrip("/"),
+                                                  api_key=baseline_api_key or client.api_key)
         try:
-            result = run_evaluation(client, model, baseline, test, options, max_examples, quiet=as_json)
+            result = run_evaluation(client, model, baseline, test, options, max_examples, quiet=as_json,
+                                    baseline_client=baseline_client)
         except EvalError as e:
             fail(str(e))
     paths = write_report(result, out or default_out_dir(model))

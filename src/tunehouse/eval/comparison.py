@@ -236,13 +236,19 @@ def evaluate(
     options: EvalOptions | None = None,
     max_examples: int | None = None,
     progress: Progress | None = None,
+    baseline_backend: Backend | None = None,
 ) -> EvalResult:
-    """Run `model` and `baseline` on every example of `test_file` with the same options."""
+    """Run `model` and `baseline` on every example of `test_file` with the same options.
+
+    `baseline_backend` serves the baseline from another server (e.g. an OpenAI `ft:` model compared with its
+    tunehouse replacement); by default both models come from `backend`.
+    """
     options = options or EvalOptions()
+    baseline_backend = baseline_backend or backend
     examples = load_examples(test_file, max_examples)
-    for name in (model, baseline):
-        backend.check_model(name)
+    backend.check_model(model)
+    baseline_backend.check_model(baseline)
     model_run = run_model(backend, model, examples, options, progress, "model")
-    baseline_run = run_model(backend, baseline, examples, options, progress, "baseline")
+    baseline_run = run_model(baseline_backend, baseline, examples, options, progress, "baseline")
     return EvalResult(model, baseline, str(test_file), examples, model_run, baseline_run, options)
 
