@@ -17,7 +17,7 @@ from tests.conftest import TINY
 from tests.migration.live import OPENAI_BASE, REFUSAL, DownloadGate, client, gated_server, make_settings, upload, wait
 from tests.tiny import FIXTURES
 from tunehouse.cli.local_server import local_server
-from tunehouse.migration.runner import MigrateOptions, migrate_job
+from tunehouse.migration.job_migration import MigrateOptions, migrate_job
 from tunehouse.migration.source import read_job
 
 METADATA = {"team": "support", "ticket": "T-42"}

@@ -71,8 +71,8 @@ def open_target(base_url: str | None, api_key: str | None, data_dir: str | None,
 
 def _options(model, model_map, files_dir, out, evaluate, holdout_fraction, max_eval_examples, dry_run, poll,
              settings_device):
+    from tunehouse.migration.job_migration import MigrateOptions
     from tunehouse.migration.jobs import parse_model_map
-    from tunehouse.migration.runner import MigrateOptions
 
     try:
         mapping = parse_model_map(model_map)
@@ -124,7 +124,7 @@ def migrate_command(
     """Retrain OpenAI fine-tuning jobs here: same files, method, hyperparameters, suffix, seed, metadata."""
     import openai
 
-    from tunehouse.migration.runner import migrate_job
+    from tunehouse.migration.job_migration import migrate_job
     from tunehouse.migration.source import parse_since, select_jobs
 
     try:
@@ -157,7 +157,7 @@ def migrate_command(
 
 def _migrate_one(migrate_job, source, target, source_job, options, as_json: bool):
     from tunehouse.cli.eval import make_progress
-    from tunehouse.migration.runner import Hooks
+    from tunehouse.migration.job_migration import Hooks
 
     last_status = None
 

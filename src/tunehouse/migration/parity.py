@@ -1,7 +1,7 @@
 """Parity: the new local model against the old `ft:` model it replaces, on the same examples, and the verdict.
 
 The local model answers on the target server and the old one on the source, through the `tunehouse eval`
-runner (`evaluate` with a second backend). The verdict says per metric whether the local model matches,
+comparison (`evaluate` with a second backend). The verdict says per metric whether the local model matches,
 beats or trails the old one, in words a user can act on.
 """
 
