@@ -1,0 +1,1 @@
+"""Moving fine-tuning work from OpenAI (or any OpenAI-compatible server) to tunehouse."""
