@@ -242,3 +242,26 @@ def _refused(url: str, file_id: str) -> bool:
     except openai.BadRequestError as e:
         return REFUSAL in str(e)
     return False
+
+
+def test_distill_prompts_add_the_old_models_answers_to_the_training_file(cli, source, target, tmp_path):
+    src = source.with_valid
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Who are you?\nWhat can you do?\nWho made you?\n", encoding="utf-8")
+    dry = cli("migrate", "--job", src["id"], "--from-base-url", source.url, "--from-api-key", "x", "--base-url",
+              target, "--model-map", MAP, "--distill-prompts", str(prompts), "--dry-run", "--out", str(tmp_path / "d"))
+    assert dry.exit_code == 0 and "would ask the old model 3 prompts" in " ".join(dry.stdout.split())
+    out = tmp_path / "report"
+    result = cli("migrate", "--job", src["id"], "--from-base-url", source.url, "--from-api-key", "x",
+                 "--base-url", target, "--model-map", MAP, "--no-evaluate", "--poll-seconds", "0.2",
+                 "--distill-prompts", str(prompts), "--out", str(out), "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    (m,) = json.loads(result.stdout)["migrations"]
+    job = client(target).fine_tuning.jobs.retrieve(m["job"]).model_dump()
+    original = _content(source.url, src["training_file"])
+    uploaded = _content(target, job["training_file"])
+    teacher = [json.loads(line) for line in uploaded[len(original):].splitlines()]
+    assert uploaded.startswith(original) and len(teacher) == 3
+    assert [c["messages"][0]["content"] for c in teacher] == prompts.read_text().splitlines()
+    assert all(c["messages"][-1]["role"] == "assistant" for c in teacher)
+    assert job["metadata"]["migration_distilled"] == "3 teacher chats" and m["status"] == "succeeded"

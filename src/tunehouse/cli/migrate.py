@@ -70,7 +70,7 @@ def open_target(base_url: str | None, api_key: str | None, data_dir: str | None,
 
 
 def _options(model, model_map, files_dir, out, evaluate, holdout_fraction, max_eval_examples, dry_run, poll,
-             settings_device):
+             settings_device, distill_prompts):
     from tunehouse.migration.job_migration import MigrateOptions
     from tunehouse.migration.jobs import parse_model_map
 
@@ -82,10 +82,13 @@ def _options(model, model_map, files_dir, out, evaluate, holdout_fraction, max_e
         fail("pass --model LOCAL_BASE (e.g. gemma-3-270m) or --model-map 'SOURCE_MODEL=LOCAL_BASE,...'")
     if files_dir is not None and not files_dir.is_dir():
         fail(f"--files-dir {files_dir}: not a directory")
+    if distill_prompts is not None and not distill_prompts.is_file():
+        fail(f"--distill-prompts {distill_prompts}: no such file")
     out = out or Path("tunehouse-migrate") / time.strftime("%Y%m%d-%H%M%S")
     return MigrateOptions(model=model, model_map=mapping, files_dir=files_dir, out_dir=out, evaluate=evaluate,
                           holdout_fraction=holdout_fraction, max_eval_examples=max_eval_examples, dry_run=dry_run,
-                          poll_seconds=poll, device=settings_device if settings_device in ("cpu", "cuda") else "cpu")
+                          poll_seconds=poll, device=settings_device if settings_device in ("cpu", "cuda") else "cpu",
+                          distill_prompts=distill_prompts)
 
 
 @app.command("migrate", rich_help_panel="Evaluation")
@@ -107,6 +110,9 @@ def migrate_command(
     holdout_fraction: Annotated[float, typer.Option("--holdout-fraction", min=0.01, max=0.5, help="Share of the "
                                                     "training file held out for parity when the job has no "
                                                     "validation file")] = 0.1,
+    distill_prompts: Annotated[Path | None, typer.Option("--distill-prompts", help="Prompts (chat JSONL or plain "
+                                                         "lines) the old model answers; its answers are added to "
+                                                         "the training file (see `tunehouse distill`)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would happen; create nothing")] = False,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default: "
                                              "./tunehouse-migrate/TIME)")] = None,
@@ -134,7 +140,7 @@ def migrate_command(
     if not job and not (all_jobs or suffix or since):
         fail("choose jobs with --job ID (repeatable), --all, --suffix or --since")
     options = _options(model, model_map, files_dir, out, evaluate, holdout_fraction, max_eval_examples, dry_run,
-                       poll_seconds, build_settings(data_dir).device)
+                       poll_seconds, build_settings(data_dir).device, distill_prompts)
     from_url = from_base_url.rstrip("/")
     key = from_api_key or os.environ.get("OPENAI_API_KEY")
     if not key and from_url == OPENAI_URL:

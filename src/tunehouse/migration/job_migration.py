@@ -11,7 +11,7 @@ import openai
 
 from tunehouse.eval.comparison import EvalError, Progress
 from tunehouse.eval.report import write_report as write_eval_report
-from tunehouse.migration.jobs import Plan, plan_job, resolve_target_model, start_job, wait_for_job
+from tunehouse.migration.jobs import MAX_METADATA_KEYS, Plan, plan_job, resolve_target_model, start_job, wait_for_job
 from tunehouse.migration.outcome import Migration, plan_summary
 from tunehouse.migration.parity import check_source_model, compare_metrics, evaluate_parity, headline
 from tunehouse.migration.source import MigrationError, SourceJob, api_message
@@ -31,6 +31,7 @@ class MigrateOptions:
     dry_run: bool = False
     poll_seconds: float = 1.0
     device: str = "cpu"
+    distill_prompts: Path | None = None  # the old model answers these; its chats are added to the training file
 
 
 @dataclass
@@ -51,8 +52,12 @@ def migrate_job(source: openai.OpenAI, target: openai.OpenAI | None, job: Source
         result.plan = plan_summary(plan)
         result.notes += plan.notes
         if options.dry_run or target is None:
+            if options.distill_prompts is not None:
+                result.notes.append(_distill_preview(options.distill_prompts))
             result.status = "dry-run"
             return result
+        if options.distill_prompts is not None:
+            result.notes.append(add_teacher_answers(source, plan, options.distill_prompts))
         _run(source, target, plan, options, hooks, result)
     except MigrationError as e:
         result.skip(str(e))
@@ -61,6 +66,40 @@ def migrate_job(source: openai.OpenAI, target: openai.OpenAI | None, job: Source
     except openai.APIConnectionError as e:
         result.skip(f"lost the connection to {e.request.url.host}:{e.request.url.port}")
     return result
+
+
+def _distill_preview(prompts: Path) -> str:
+    from tunehouse.migration.prompts import PromptFileError, read_prompts
+
+    try:
+        n = len(read_prompts(prompts))
+    except PromptFileError as e:
+        raise MigrationError(f"--distill-prompts {prompts}: {e}") from None
+    return f"would ask the old model {n} prompts from {prompts} and add its answers to the training file"
+
+
+def add_teacher_answers(source: openai.OpenAI, plan: Plan, prompts: Path) -> str:
+    """Distil the old model on `prompts` and train on its answers too: the training file becomes source + teacher.
+
+    Resumable like `tunehouse distill` (answers are kept next to the report), so a re-run asks only what is left.
+    """
+    from tunehouse.migration.distill import DistillError, Teacher, distill
+
+    out = plan.training_path.parent / "distilled.jsonl"
+    try:
+        summary = distill(source, Teacher(model=plan.source.fine_tuned_model or ""), prompts, out)
+    except DistillError as e:
+        raise MigrationError(f"distillation from {plan.source.fine_tuned_model} failed: {e}") from None
+    combined = plan.training_path.parent / "train-with-teacher.jsonl"
+    data = plan.training_path.read_bytes()
+    combined.write_bytes(data + (b"" if not data or data.endswith(b"\n") else b"\n") + out.read_bytes())
+    plan.training_path = combined
+    plan.metadata["migration_distilled"] = f"{summary.written} teacher chats"
+    if len(plan.metadata) > MAX_METADATA_KEYS:
+        raise MigrationError(f"with the key 'migration_distilled' the job metadata is over {MAX_METADATA_KEYS} keys")
+    missing = summary.total - summary.written
+    return (f"distilled {summary.written} of {summary.total} prompts from the old model into the training file"
+            + (f" ({missing} without a usable answer: rerun to ask them again)" if missing else ""))
 
 
 def _plan(source: openai.OpenAI, job: SourceJob, options: MigrateOptions, result: Migration) -> Plan:
