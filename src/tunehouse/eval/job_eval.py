@@ -111,5 +111,6 @@ def evaluation_event(result: EvalResult) -> tuple[str, dict]:
             break
     if s["model"].get("loss") is not None:
         parts.append(f"reference loss {fmt('loss', s['model']['loss'])} vs {fmt('loss', s['baseline']['loss'])}")
+    parts += result.notes()  # why a loss is n/a
     message = f"Evaluation on {result.n} validation examples: " + "; ".join(parts)
     return message, {"n": result.n, "model": s["model"], "baseline": s["baseline"], "baseline_model": result.baseline}
