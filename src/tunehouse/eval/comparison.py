@@ -24,6 +24,10 @@ class EvalError(Exception):
     """Bad test data or a failed model call, with a message fit for the user."""
 
 
+class EvalStopped(EvalError):
+    """The evaluation was asked to stop (the worker running it is shutting down)."""
+
+
 class ScoreUnavailable(Exception):
     """The backend cannot score reference loss for a model; the message says why (shown next to the n/a)."""
 
