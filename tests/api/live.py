@@ -95,8 +95,8 @@ class LiveServer:
         self.data_dir, self.worker, self.port = data_dir, worker, free_port()
         # The caller's TUNEHOUSE_* variables must not leak into the server under test.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEHOUSE_")}
-        self.env.update(TUNEHOUSE_DEFAULT_BASE_MODEL=TINY, TUNEHOUSE_WORKER_POLL_SECONDS="0.2",
-                        TUNEHOUSE_HEARTBEAT_SECONDS="0.5", TUNEHOUSE_STALE_AFTER_SECONDS="4", **(env or {}))
+        self.env.update({"TUNEHOUSE_DEFAULT_BASE_MODEL": TINY, "TUNEHOUSE_WORKER_POLL_SECONDS": "0.2",
+                         "TUNEHOUSE_HEARTBEAT_SECONDS": "0.5", "TUNEHOUSE_STALE_AFTER_SECONDS": "4", **(env or {})})
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import httpx2
 import openai
 import pytest
 
-from tests.api.live import chat_file
+from tests.api.live import chat_file, check_response
 
 
 def test_upload_retrieve_content_roundtrip_exact_bytes(client, tmp_path):
@@ -90,3 +91,30 @@ def test_files_of_another_project_are_invisible(client, other_client):
     with pytest.raises(openai.NotFoundError):
         other_client.files.delete(mine.id)
     assert mine.id not in {f.id for f in other_client.files.list()}
+
+
+_FILE_PART = b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n{}\n'
+_PURPOSE_PART = b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n'
+
+
+@pytest.mark.parametrize("body", [
+    pytest.param(b"--B\r\n\r\n{}\n\r\n--B--\r\n", id="fuzzed-no-part-headers"),
+    pytest.param(_PURPOSE_PART + _FILE_PART + b"\r\n--B\r\n\r\nx\r\n--B--\r\n", id="nameless-part-after-file"),
+    pytest.param(b"--Bxyz garbage\r\n\r\n", id="garbage-after-boundary"),
+    pytest.param(b"garbage\r\n--B\r\n", id="garbage-before-boundary"),
+    pytest.param(b"--B\r\nno-colon-here\r\n\r\nx\r\n--B--\r\n", id="header-without-colon"),
+    pytest.param(b"--B\r\n\n\n", id="bare-lf-after-boundary"),
+    pytest.param(_PURPOSE_PART + _FILE_PART + b"{}\n", id="truncated-no-closing-boundary"),
+])
+def test_malformed_multipart_is_400_on_file_and_leaves_no_temp_file(keyed_server, body):
+    before = len(httpx2.get(f"{keyed_server.base_url}/files", headers=keyed_server.auth_header()).json()["data"])
+    r = httpx2.post(f"{keyed_server.base_url}/files", content=body,
+                    headers={**keyed_server.auth_header(), "Content-Type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 400, r.text
+    assert check_response("POST", "/v1/files", 400, r.content) == []
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == "file" and error["code"]
+    leftovers = [p for p in (keyed_server.data_dir / "files").iterdir() if p.name.startswith(".upload-")]
+    assert leftovers == []
+    after = httpx2.get(f"{keyed_server.base_url}/files", headers=keyed_server.auth_header()).json()["data"]
+    assert len(after) == before

@@ -15,10 +15,12 @@ import openai
 
 class FakeAPI:
     def __init__(self, answers: dict[str, dict[str, str]], logprob_per_char: dict[str, float] | None = None,
-                 completions: bool = True, jobs: list[dict] | None = None, files: dict[str, str] | None = None):
+                 completions: bool = True, jobs: list[dict] | None = None, files: dict[str, str] | None = None,
+                 completions_error: tuple[int, str] = (400, "echo is not supported")):
         self.answers = answers  # model -> {last user message -> answer}
         self.logprob_per_char = logprob_per_char or {}
         self.completions = completions
+        self.completions_error = completions_error  # (status, message) of the refusal when not `completions`
         self.jobs = jobs or []
         self.files = files or {}
         self.requests: list[tuple[str, dict]] = []
@@ -48,7 +50,7 @@ class FakeAPI:
             })
         if path == "/v1/completions":
             if not self.completions:
-                return _error(400, "echo is not supported")
+                return _error(*self.completions_error)
             prompt = body["prompt"]
             lp = self.logprob_per_char.get(body["model"], -1.0)
             # One "token" per character, plus the one generated token after the prompt.

@@ -1,6 +1,7 @@
 """The comparison runner and its OpenAI-SDK backend, against a test double of the HTTP API (no model)."""
 
 import json
+import logging
 
 import pytest
 
@@ -99,6 +100,29 @@ def test_unsupported_scoring_is_na_and_asked_once(test_file):
     result = evaluate(OpenAIBackend(api.client()), "tuned", "base", test_file)
     assert result.model_run.metrics["loss"] is None and result.model_run.metrics["perplexity"] is None
     assert sum(path == "/v1/completions" for path, _ in api.requests) == 2  # once per model
+
+
+@pytest.mark.parametrize("status, message, level", [
+    (404, "Invalid URL (POST /v1/completions)", logging.INFO),  # a server without /completions
+    (400, "echo is not supported", logging.INFO),
+    (500, "The server had an error while processing your request", logging.WARNING),
+])
+def test_refused_scoring_is_na_with_the_servers_answer_shown_and_logged(test_file, caplog, status, message, level):
+    api = FakeAPI({"tuned": QA, "base": {}}, completions=False, completions_error=(status, message))
+    with caplog.at_level(logging.INFO, logger="tunehouse.eval"):
+        result = evaluate(OpenAIBackend(api.client()), "tuned", "base", test_file)
+    assert result.model_run.metrics["loss"] is None and result.baseline_run.metrics["loss"] is None
+    reason = f"the server answered {status} {message} to /v1/completions with echo and logprobs"
+    assert result.notes() == [f"reference loss n/a for tuned: {reason}", f"reference loss n/a for base: {reason}"]
+    assert result.summary()["notes"] == result.notes()
+    logged = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "tunehouse.eval"]
+    assert logged == [(level, f"reference loss of {m} is n/a: {reason}") for m in ("tuned", "base")]
+
+
+def test_scored_runs_have_no_notes(test_file):
+    api = FakeAPI({"tuned": QA, "base": {}})
+    result = evaluate(OpenAIBackend(api.client()), "tuned", "base", test_file)
+    assert result.model_run.metrics["loss"] is not None and result.notes() == []
 
 
 def test_unknown_model_fails_before_any_generation(test_file):

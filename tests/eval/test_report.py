@@ -49,7 +49,16 @@ def test_tables_show_both_models_and_the_failures(tmp_path):
     text = console.export_text()
     assert "exact match" in text and "33.3%" in text and "66.7%" in text and "+33.3 pts" in text
     assert "wrong" in text and "c?" in text
-    assert "reference loss" not in text  # n/a for both models: not shown
+    assert "| reference loss" not in text and "│ reference loss" not in text  # n/a for both models: no row...
+    # ...but the reason is shown under the table (wrapped to its width)
+    assert "reference loss n/a for ft:m: the server answered 400 echo is not supported to /v1/completions" in \
+        " ".join(text.split())
+
+
+def test_markdown_report_says_why_loss_is_na(tmp_path):
+    md = write_report(_result(tmp_path), tmp_path / "out")["md"].read_text()
+    assert ("Note: reference loss n/a for m: the server answered 400 echo is not supported to /v1/completions with "
+            "echo and logprobs") in md
 
 
 def test_formatting_of_missing_and_rate_values():

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 
+import llama_cpp  # a hard dependency: a missing or broken build must fail here, not skip
 import numpy as np
 import pytest
 
 from tests.conftest import TINY
 from tests.inference.conftest import ALPHA_TEXT, PROMPTS
-
-pytest.importorskip("llama_cpp")
 
 
 @pytest.fixture
@@ -23,6 +22,21 @@ def engines(serve_settings):
     from tunehouse.inference.engine_llamacpp import LlamaCppEngine
 
     return HFEngine(serve_settings, TINY), LlamaCppEngine(serve_settings, TINY)
+
+
+def test_llama_cpp_has_the_internals_the_engine_uses(serve_settings):
+    """engine_llamacpp drives llama-cpp-python below its public API; a version that moved any of it fails here."""
+    from tunehouse.inference.engine_llamacpp import LlamaCppEngine
+
+    for name in ("llama_set_adapters_lora", "llama_adapter_lora_init", "llama_adapter_lora_free",
+                 "llama_adapter_lora_p_ctypes", "llama_set_n_threads", "llama_log_callback", "llama_log_set"):
+        assert callable(getattr(llama_cpp, name, None)), f"llama_cpp.{name} is gone"
+    llm = LlamaCppEngine(serve_settings, TINY).llm
+    assert llm._ctx.ctx and llm._model.model, "Llama._ctx.ctx / Llama._model.model (raw pointers) are gone"
+    for obj, method in ((llm._ctx, "decode"), (llm._ctx, "get_logits_ith"), (llm._ctx, "kv_cache_clear"),
+                        (llm._batch, "set_batch")):
+        assert callable(getattr(obj, method, None)), f"{type(obj).__name__}.{method} is gone"
+    assert isinstance(llm.n_batch, int) and llm.n_vocab() > 0
 
 
 def prompt_ids(tok, text):

@@ -70,7 +70,8 @@ def test_merged_export_loads_with_plain_transformers(exported, adapters):
 
 
 def test_gguf_export_loads_in_llama_cpp(exported, adapters):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    import llama_cpp
+
     from tunehouse.base_models import load_tokenizer
 
     settings, tmp = exported

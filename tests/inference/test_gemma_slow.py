@@ -17,12 +17,12 @@ import json
 import os
 from pathlib import Path
 
+import llama_cpp  # noqa: F401 - a hard dependency: a broken build must fail, not skip
 import pytest
 
 from tests.tiny import FIXTURES
 
 pytestmark = pytest.mark.slow
-pytest.importorskip("llama_cpp")
 N_TOKENS = 32
 MIN_AGREEMENT = 0.95
 

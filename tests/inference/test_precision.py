@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import typing
 
+import llama_cpp  # noqa: F401 - a hard dependency: a broken build must fail, not skip
 import numpy as np
 import pytest
 
 from tests.conftest import TINY
 from tests.inference.conftest import PROMPTS
-
-pytest.importorskip("llama_cpp")
 
 
 def prompt_ids(tok, text):

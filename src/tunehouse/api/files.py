@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
@@ -54,6 +55,7 @@ class _MultipartUpload:
         self.filename: str | None = None
         self.size = 0
         self.too_big = False
+        self.complete = False  # set by the closing boundary; python-multipart's finalize() does not check it
         self._out = None
         self._name = self._header_field = b""
         self._headers: dict[bytes, bytes] = {}
@@ -66,6 +68,7 @@ class _MultipartUpload:
             "on_headers_finished": self._headers_finished,
             "on_part_data": self._part_data,
             "on_part_end": self._part_end,
+            "on_end": lambda: setattr(self, "complete", True),
         }
         self.parser = MultipartParser(boundary, callbacks)
 
@@ -79,6 +82,8 @@ class _MultipartUpload:
     def _headers_finished(self):
         _, opts = parse_options_header(self._headers.get(b"content-disposition", b""))
         self._name = opts.get(b"name", b"")
+        if not self._name:  # RFC 7578: every form-data part names its field; a nameless one is a broken client
+            raise MultipartParseError("a part has no Content-Disposition header with a name")
         if self._name == b"file" and b"filename" in opts and self._out is None:
             self._is_file = True
             self.filename = opts[b"filename"].decode("utf-8", "replace")
@@ -104,6 +109,20 @@ class _MultipartUpload:
             os.fsync(self._out.fileno())  # the row we insert next must never point at bytes still in a cache
             self._out.close()
 
+    def feed(self, chunk: bytes) -> None:
+        """Parse one chunk of the body; a malformed body is the client's error (400), never a 500."""
+        try:
+            self.parser.write(chunk)
+        except MultipartParseError as e:
+            raise APIError(400, f"Could not parse the multipart/form-data body: {e}.", param="file",
+                           code="invalid_multipart") from e
+
+    def finish(self) -> None:
+        self.parser.finalize()
+        if not self.complete:
+            raise APIError(400, "The multipart/form-data body ended before its closing boundary.", param="file",
+                           code="invalid_multipart")
+
     def cleanup(self):
         if self._out is not None and not self._out.closed:
             self._out.close()
@@ -128,10 +147,10 @@ async def create_file(request: Request, settings: SettingsDep, project: ProjectD
     upload = _MultipartUpload(settings, params[b"boundary"])
     try:
         async for chunk in request.stream():
-            upload.parser.write(chunk)
+            upload.feed(chunk)
             if upload.too_big:
                 raise _too_large(settings)
-        upload.parser.finalize()
+        upload.finish()
         if upload.filename is None:
             raise APIError(400, "Missing required parameter: 'file'.", param="file", code="missing_required_parameter")
         purpose = store.check_purpose(upload.fields.get("purpose", b"").decode("utf-8", "replace").strip())

@@ -8,6 +8,7 @@ address without keys is refused.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from typing import Annotated
@@ -64,6 +65,9 @@ def serve(
                             "projects and to serve other machines.", border_style="yellow"))
     console.print(f"tunehouse API on http://{host}:{port}/v1 - data in {settings.data_dir}")
     worker = None if no_worker else _start_worker_child(str(settings.data_dir))
+    # uvicorn shuts down on SIGTERM, then re-raises it under the handler it found; by default that killed us
+    # before `finally` could stop the worker (left running, parent pid 1). As SystemExit, `finally` runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     finally:

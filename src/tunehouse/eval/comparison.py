@@ -4,7 +4,7 @@ The runner talks to models through a small Backend (generate + optional score). 
 official `openai` SDK, so the same code scores a tunehouse model, a model on any OpenAI-compatible server, or
 an OpenAI model. Loss/perplexity of the reference come from `/v1/completions` with `echo` + `logprobs`
 (lm-evaluation-harness's way) on the prompt rendered in the model's chat format; backends that cannot do
-this report them as n/a instead of failing the evaluation.
+this report them as n/a, with the reason (`ScoreUnavailable`) in the result's notes, instead of failing.
 """
 
 from __future__ import annotations
@@ -22,6 +22,14 @@ Progress = Callable[[str, int, int], None]  # (label, done, total)
 
 class EvalError(Exception):
     """Bad test data or a failed model call, with a message fit for the user."""
+
+
+class EvalStopped(EvalError):
+    """The evaluation was asked to stop (the worker running it is shutting down)."""
+
+
+class ScoreUnavailable(Exception):
+    """The backend cannot score reference loss for a model; the message says why (shown next to the n/a)."""
 
 
 @dataclass
@@ -60,7 +68,10 @@ class Backend(Protocol):
     def generate(self, model: str, messages: list[dict], max_tokens: int, temperature: float) -> Generation: ...
 
     def score(self, model: str, messages: list[dict], reference: str, template: str) -> tuple[float, int] | None:
-        """Sum of NLLs and token count of `reference` as the answer to `messages`, or None if unsupported."""
+        """Sum of NLLs and token count of `reference` as the answer to `messages`, or None if unsupported.
+
+        Raises ScoreUnavailable(reason) when the model cannot be scored at all (e.g. the server refuses).
+        """
 
 
 def load_examples(path: str | Path, max_examples: int | None = None) -> list[Example]:
@@ -126,6 +137,15 @@ def auto_max_tokens(example: Example) -> int:
     return max(32, min(512, 2 * est + 16))
 
 
+def _score(backend: Backend, model: str, ex: Example, template: str) -> tuple[tuple[float, int] | None, str | None]:
+    """(score, None), or (None, why the loss is n/a)."""
+    try:
+        score = backend.score(model, ex.messages, ex.reference, template)
+    except ScoreUnavailable as e:
+        return None, str(e)
+    return score, None if score is not None else f"the backend gave no score for the example on line {ex.line}"
+
+
 @dataclass
 class ModelRun:
     model: str
@@ -133,6 +153,7 @@ class ModelRun:
     grades: list[m.ExampleGrade]
     scores: list[tuple[float, int] | None]
     metrics: dict = field(default_factory=dict)
+    loss_note: str | None = None  # why reference loss is n/a, when a backend said so
 
 
 def run_model(
@@ -141,6 +162,7 @@ def run_model(
 ) -> ModelRun:
     backend.check_model(model)
     gens, grades, scores = [], [], []
+    loss_note = None
     can_score = options.score_loss and options.template != "none"
     if options.warmup:
         backend.generate(model, examples[0].messages, 1, options.temperature)
@@ -151,7 +173,7 @@ def run_model(
         grades.append(m.grade_answer(gen.text, ex.reference, ex.patterns, options.check_json, options.schema))
         score = None
         if can_score and ex.reference is not None:
-            score = backend.score(model, ex.messages, ex.reference, options.template)
+            score, loss_note = _score(backend, model, ex, options.template)
             # One unsupported answer means the backend cannot score at all: stop asking.
             can_score = score is not None
         scores.append(score)
@@ -161,7 +183,7 @@ def run_model(
     # Loss is only meaningful when every example with a reference was scored.
     n_ref = sum(ex.reference is not None for ex in examples)
     pooled = valid_scores if valid_scores and len(valid_scores) == n_ref else None
-    run = ModelRun(model, gens, grades, scores)
+    run = ModelRun(model, gens, grades, scores, loss_note=loss_note if pooled is None else None)
     run.metrics = m.summarize(
         grades,
         [g.latency_s for g in gens],
@@ -189,8 +211,14 @@ class EvalResult:
         return len(self.examples)
 
     def summary(self) -> dict:
-        """What `--json` prints: {"model": {metrics}, "baseline": {metrics}, "n": int}."""
-        return {"model": self.model_run.metrics, "baseline": self.baseline_run.metrics, "n": self.n}
+        """What `--json` prints: {"model": {metrics}, "baseline": {metrics}, "n": int, "notes": [str]}."""
+        return {"model": self.model_run.metrics, "baseline": self.baseline_run.metrics, "n": self.n,
+                "notes": self.notes()}
+
+    def notes(self) -> list[str]:
+        """Why a metric is n/a, e.g. "reference loss n/a for m: the server answered 404 ... to /v1/completions"."""
+        return [f"reference loss n/a for {run.model}: {run.loss_note}"
+                for run in (self.model_run, self.baseline_run) if run.loss_note]
 
     def rows(self) -> list[dict]:
         out = []

@@ -9,11 +9,12 @@ is needed, and the answers come from the same engines, chat rendering and stop r
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tunehouse.config import Settings
 from tunehouse.data.render import render_chat, render_prompt
-from tunehouse.eval.comparison import EvalError, EvalOptions, EvalResult, Generation, evaluate
+from tunehouse.eval.comparison import EvalError, EvalOptions, EvalResult, EvalStopped, Generation, evaluate
 from tunehouse.eval.report import fmt, fmt_delta, write_report
 
 # Validation files can be large; the job's evaluation answers at most this many examples (per model).
@@ -21,13 +22,22 @@ MAX_JOB_EVAL_EXAMPLES = 100
 
 
 class InProcessBackend:
-    """Backend over tunehouse.inference in this process; model names map to (base model, adapter dir or None)."""
+    """Backend over tunehouse.inference in this process; model names map to (base model, adapter dir or None).
 
-    def __init__(self, settings: Settings, models: dict[str, tuple[str, Path | None]], service=None):
+    `should_stop` is polled at every token: a worker shutting down must not first answer the whole test set.
+    """
+
+    def __init__(self, settings: Settings, models: dict[str, tuple[str, Path | None]], service=None,
+                 should_stop: Callable[[], bool] | None = None):
         from tunehouse.inference.service import InferenceService
 
         self.models = models
         self.service = service or InferenceService(settings)
+        self.should_stop = should_stop or (lambda: False)
+
+    def _check_stop(self) -> None:
+        if self.should_stop():
+            raise EvalStopped("the worker is shutting down")
 
     def check_model(self, model: str) -> None:
         if model not in self.models:
@@ -51,6 +61,7 @@ class InProcessBackend:
         text, n, finish = [], 0, None
         with self.service.lock:
             for piece in generate(engine, ids, adapter, params, stop_token_ids(engine.tokenizer)):
+                self._check_stop()
                 text.append(piece.text)
                 n += len(piece.tokens)
                 finish = piece.finish_reason or finish
@@ -70,6 +81,7 @@ class InProcessBackend:
         nll = 0.0
         with self.service.lock:
             for pos, row in engine.score_rows(ids, adapter):
+                self._check_stop()
                 if pos >= len(prefix):
                     nll -= float(row[ids[pos]])
         return nll, len(ids) - len(prefix)
@@ -85,14 +97,16 @@ def evaluate_job(
     max_examples: int = MAX_JOB_EVAL_EXAMPLES,
     service=None,
     options: EvalOptions | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> EvalResult:
     """Evaluate the adapter against its base on `validation_file`; writes report.json/report.md/PNGs to out_dir.
 
-    Raises EvalError when the file cannot serve as a test set (e.g. examples without a final assistant message).
+    Raises EvalError when the file cannot serve as a test set (e.g. examples without a final assistant message),
+    EvalStopped as soon as `should_stop()` is true.
     """
     name = model_id or f"{base_model}+{Path(adapter_dir).name}"
     backend = InProcessBackend(settings, {name: (base_model, Path(adapter_dir)), base_model: (base_model, None)},
-                               service)
+                               service, should_stop)
     result = evaluate(backend, name, base_model, validation_file, options or EvalOptions(), max_examples)
     write_report(result, out_dir)
     return result
@@ -111,5 +125,6 @@ def evaluation_event(result: EvalResult) -> tuple[str, dict]:
             break
     if s["model"].get("loss") is not None:
         parts.append(f"reference loss {fmt('loss', s['model']['loss'])} vs {fmt('loss', s['baseline']['loss'])}")
+    parts += result.notes()  # why a loss is n/a
     message = f"Evaluation on {result.n} validation examples: " + "; ".join(parts)
     return message, {"n": result.n, "model": s["model"], "baseline": s["baseline"], "baseline_model": result.baseline}

@@ -2,20 +2,22 @@
 
 Works against tunehouse (`tunehouse serve`, or the app started in-process) and any OpenAI-compatible server.
 Scoring needs `/v1/completions` with `echo` and `logprobs` and a known chat format; when the server refuses,
-the loss is reported as n/a.
+the loss is reported as n/a with the server's answer as the reason (and logged on `tunehouse.eval`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import logging
 import time
 
 import openai
 
 from tunehouse.data.render import render_chat
-from tunehouse.eval.comparison import EvalError, Generation
+from tunehouse.eval.comparison import EvalError, Generation, ScoreUnavailable
 
+log = logging.getLogger("tunehouse.eval")
 _FAMILIES = ("gemma", "chatml")
 
 
@@ -78,24 +80,36 @@ class OpenAIBackend:
     def score(self, model: str, messages: list[dict], reference: str, template: str) -> tuple[float, int] | None:
         template = guess_template(model) if template == "auto" else template
         if template not in _FAMILIES:
-            return None
+            raise ScoreUnavailable(f"no known chat format '{template}' to render the reference in "
+                                   f"(use {' or '.join(_FAMILIES)})")
         text, start, end = render_for_scoring(messages, reference, template)
         try:
             # max_tokens=1: some servers reject 0; the one generated token lies past `end` and is ignored.
             resp = self.client.completions.create(
                 model=model, prompt=text, echo=True, logprobs=1, max_tokens=1, temperature=0
             )
-        except (openai.APIStatusError, openai.APIConnectionError):
-            return None
+        except openai.APIStatusError as e:
+            # 400/404: a server that cannot score (no /completions, or no echo). Anything else is unexpected.
+            level = logging.INFO if e.status_code in (400, 404) else logging.WARNING
+            raise self._unavailable(model, f"the server answered {_message(e)} to /v1/completions with echo "
+                                           "and logprobs", level) from None
+        except openai.APIConnectionError:
+            raise self._unavailable(model, f"cannot reach {self.client.base_url} for /v1/completions",
+                                    logging.WARNING) from None
         lp = resp.choices[0].logprobs if resp.choices else None
         if lp is None or lp.text_offset is None or lp.token_logprobs is None:
-            return None
+            raise self._unavailable(model, "the server's /v1/completions answer has no echoed logprobs",
+                                    logging.INFO)
         nll, n = 0.0, 0
         for offset, logprob in zip(lp.text_offset, lp.token_logprobs, strict=False):
             if start <= offset < end and logprob is not None:
                 nll -= logprob
                 n += 1
         return (nll, n) if n else None
+
+    def _unavailable(self, model: str, reason: str, level: int) -> ScoreUnavailable:
+        log.log(level, "reference loss of %s is n/a: %s", model, reason)
+        return ScoreUnavailable(reason)
 
 
 def find_job(client: openai.OpenAI, model: str) -> dict | None:

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from tunehouse.eval.comparison import EvalResult
 from tunehouse.eval.metrics import ALL_METRICS, LOWER_IS_BETTER, RATE_METRICS
@@ -72,6 +73,8 @@ def comparison_table(result: EvalResult, title: str | None = None) -> Table:
         style = "green" if better else "red" if better is False else ""
         table.add_row(LABELS[k], fmt(k, b), fmt(k, a), f"[{style}]{fmt_delta(k, a, b)}[/]" if style else
                       fmt_delta(k, a, b))
+    if result.notes():  # a Text, so model ids like "ft:m:..." are never read as markup or :emoji: codes
+        table.caption, table.caption_justify = Text("\n".join(result.notes())), "left"
     return table
 
 
@@ -143,6 +146,7 @@ def render_markdown(result: EvalResult, charts: dict[str, Path]) -> str:
         a, b = s["model"].get(k), s["baseline"].get(k)
         lines.append(f"| {LABELS[k]} | {fmt(k, b)} | {fmt(k, a)} | {fmt_delta(k, a, b)} |")
     lines.append("")
+    lines += [f"Note: {note}" for note in result.notes()] + ([""] if result.notes() else [])
     for name, path in charts.items():
         lines += [f"![{name}]({path.name})", ""]
     failures = result.worst_failures(5)

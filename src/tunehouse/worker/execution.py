@@ -140,10 +140,12 @@ def _heartbeat_loop(settings: Settings, job_id: str, worker_id: str, done: threa
         conn.close()
 
 
-def _evaluate(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, adapter_dir: Path) -> str | None:
+def _evaluate(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, adapter_dir: Path,
+              stop_event: threading.Event) -> str | None:
     """The tuned model vs its base on the job's validation file: an event, and report.json as a result file.
 
-    Training already succeeded, so an evaluation that cannot run is a warning event, never a failed job.
+    Training already succeeded, so an evaluation that cannot run is a warning event, never a failed job; so is
+    one cut short by a shutdown (answering 2 x 100 examples can take minutes; the trained adapter is complete).
     """
     if not job["validation_file"] or settings.job_eval_examples <= 0:
         return None
@@ -156,7 +158,8 @@ def _evaluate(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, ad
     out_dir = settings.jobs_dir / job["id"] / "evaluation"
     try:
         result = evaluate_job(settings, job["base_model"], adapter_dir, blob_path(settings, job["validation_file"]),
-                              out_dir, model_id=job["model_id"], max_examples=settings.job_eval_examples)
+                              out_dir, model_id=job["model_id"], max_examples=settings.job_eval_examples,
+                              should_stop=stop_event.is_set)
     except Exception as e:
         if not isinstance(e, EvalError):
             log.exception("job %s: evaluation failed", job["id"])
@@ -171,7 +174,8 @@ def _evaluate(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, ad
     return report["id"]
 
 
-def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str, result) -> str:
+def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str, result,
+            stop_event: threading.Event) -> str:
     if result.status != "succeeded":
         # paused by the user, or our shutdown: a still-running row goes back to the queue for the next worker
         leases.release_job(conn, job["id"], worker_id, requeue=result.status == "paused")
@@ -184,7 +188,7 @@ def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, work
     results = add_file(conn, settings, project=job["project"], filename="step_metrics.csv",
                        purpose="fine-tune-results", src=tmp, validate=False)
     file_ids = [results["id"]]
-    report_id = _evaluate(settings, conn, job, Path(result.adapter_dir))
+    report_id = _evaluate(settings, conn, job, Path(result.adapter_dir), stop_event)
     file_ids += [report_id] if report_id else []
     ok = jobs.complete_job(conn, job, worker_id, adapter_dir=Path(result.adapter_dir),
                            trained_tokens=int(result.trained_tokens), hyperparameters=result.hyperparameters,
@@ -208,7 +212,7 @@ def run_job(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, work
         from tunehouse.training.engine import train
 
         result = train(training_config(settings, job), StoreCallbacks(settings, conn, job, worker_id, stop_event))
-        return _finish(settings, conn, job, worker_id, result)
+        return _finish(settings, conn, job, worker_id, result, stop_event)
     except Exception as e:
         log.exception("job %s failed", job["id"])
         if jobs.job_owner(conn, job["id"]) == worker_id:

@@ -1,16 +1,20 @@
 """The training worker: a loop that re-queues jobs of dead workers, claims the next queued job and runs it.
 
 Run as many as you like (`tunehouse worker`); claims are atomic, so no two workers take the same job.
-Setting `stop_event` (SIGTERM/SIGINT in the CLI) makes a running job save its state and go back to the queue.
+Setting `stop_event` (SIGTERM/SIGINT in the CLI) makes a running job save its state and go back to the queue,
+and cuts a running in-job evaluation short. A worker process still alive SHUTDOWN_GRACE_SECONDS after the
+signal exits anyway: everything it writes is durable at every moment, and a dead worker's job is re-queued.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
 import sys
 import threading
+import time
 
 from tunehouse.config import Settings
 from tunehouse.store import leases
@@ -18,6 +22,8 @@ from tunehouse.store.db import connect
 from tunehouse.worker.execution import run_job
 
 log = logging.getLogger("tunehouse.worker")
+# Pausing a job saves LoRA weights + optimizer state (a few seconds for Gemma 270M on a busy CPU).
+SHUTDOWN_GRACE_SECONDS = 20.0
 
 
 def run_worker(settings: Settings, stop_event: threading.Event | None = None, max_jobs: int | None = None) -> int:
@@ -60,12 +66,37 @@ def serve_worker(settings: Settings) -> int:
     """A worker process's main: logging, SIGTERM/SIGINT -> save the running job's state and re-queue it."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    _install_stop_handlers(stop)
     _die_with_parent()
     # Import torch and the engine while we wait for the first job (seconds on a busy CPU), not after claiming it.
     threading.Thread(target=_preload_engine, daemon=True).start()
     return run_worker(settings, stop)
+
+
+def _install_stop_handlers(stop: threading.Event) -> None:
+    """SIGTERM/SIGINT: stop gracefully, and start the watchdog that ends the process if that does not happen.
+
+    A second signal only sets `stop` again: Ctrl+C on `serve` sends SIGINT to the whole terminal group and
+    `serve` then sends SIGTERM, and that pair must still let the running job save its state.
+    """
+
+    def on_signal(signum, frame) -> None:
+        if not stop.is_set():
+            log.info("signal %d: stopping (a running job saves its state and goes back to the queue)", signum)
+            threading.Thread(target=_exit_after_grace, args=(signum,), name="shutdown-watchdog", daemon=True).start()
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+
+def _exit_after_grace(signum: int) -> None:
+    # Daemon threads still run while the interpreter waits for other threads at exit, so this also ends a
+    # worker whose main thread returned but whose shutdown is stuck.
+    time.sleep(SHUTDOWN_GRACE_SECONDS)
+    log.error("still running %.0fs after signal %d: exiting now; the threads were at:", SHUTDOWN_GRACE_SECONDS, signum)
+    faulthandler.dump_traceback(all_threads=True)
+    os._exit(128 + signum)
 
 
 def _preload_engine() -> None:
