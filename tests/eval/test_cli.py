@@ -77,7 +77,7 @@ def test_eval_against_the_in_process_server_prints_json_and_writes_reports(setti
                                       "--data-dir", str(settings.data_dir)])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout[result.stdout.index("{"):])
-    assert set(summary) == {"model", "baseline", "n", "notes"} and summary["n"] == 2 and summary["notes"] == []
+    assert set(summary) == {"model", "baseline", "n"} and summary["n"] == 2  # "notes" only when a metric is n/a
     assert summary["model"]["exact_match"] == 0.0 and summary["model"]["completion_tokens"] <= 2
     # The same model twice: identical greedy answers and reference losses (near ln(vocab) for a random model).
     assert summary["model"]["loss"] == pytest.approx(summary["baseline"]["loss"], rel=1e-4)

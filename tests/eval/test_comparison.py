@@ -123,6 +123,7 @@ def test_scored_runs_have_no_notes(test_file):
     api = FakeAPI({"tuned": QA, "base": {}})
     result = evaluate(OpenAIBackend(api.client()), "tuned", "base", test_file)
     assert result.model_run.metrics["loss"] is not None and result.notes() == []
+    assert "notes" not in result.summary()
 
 
 def test_unknown_model_fails_before_any_generation(test_file):

@@ -137,7 +137,7 @@ def eval_command(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Report directory (default: "
                                              "./tunehouse-eval/MODEL-TIME)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help='Print {"model": {...}, "baseline": {...}, "n": N, '
-                                                                  '"notes": [why a metric is n/a]}')] = False,
+                                                                  'and "notes": [why] when a metric is n/a}')] = False,
     base_url: Annotated[str | None, typer.Option("--base-url", help="An OpenAI-compatible server (env "
                                                  "TUNEHOUSE_BASE_URL; default: start tunehouse in this process over "
                                                  "--data-dir)")] = None,

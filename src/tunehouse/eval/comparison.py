@@ -211,9 +211,11 @@ class EvalResult:
         return len(self.examples)
 
     def summary(self) -> dict:
-        """What `--json` prints: {"model": {metrics}, "baseline": {metrics}, "n": int, "notes": [str]}."""
-        return {"model": self.model_run.metrics, "baseline": self.baseline_run.metrics, "n": self.n,
-                "notes": self.notes()}
+        """What `--json` prints: {"model": {metrics}, "baseline": {metrics}, "n": int}, plus "notes": [str]
+        saying why a metric is n/a when one is (the documented shape stays exact in the common case)."""
+        out = {"model": self.model_run.metrics, "baseline": self.baseline_run.metrics, "n": self.n}
+        notes = self.notes()
+        return out | {"notes": notes} if notes else out
 
     def notes(self) -> list[str]:
         """Why a metric is n/a, e.g. "reference loss n/a for m: the server answered 404 ... to /v1/completions"."""
