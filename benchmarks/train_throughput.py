@@ -45,10 +45,10 @@ def encoded(path: Path, tokenizer):
 
 
 def held_out_loss(model, tokenizer, valid: Path) -> float:
-    from tunehouse.training.engine import evaluate
+    from tunehouse.training.objectives import SupervisedObjective, evaluate
 
     ex = encoded(valid, tokenizer)
-    return evaluate(model, ex, list(range(len(ex))), [len(e.input_ids) for e in ex], 0, "cpu")[0]
+    return evaluate(SupervisedObjective(0), model, ex, list(range(len(ex))), [e.n_tokens for e in ex], "cpu")["loss"]
 
 
 def rate(times: list[float], tokens: list[int], trained: list[int]) -> dict:

@@ -58,3 +58,31 @@ def make_config(tmp_path, tiny_model_dir):
 
 def config_to_json(config: TrainingConfig) -> str:
     return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()})
+
+
+def write_pairs(path: Path, n: int, offset: int = 0) -> Path:
+    """n preference pairs: an identity question, its identity answer preferred over an unrelated SQL answer."""
+    chats = [json.loads(x) for x in (FIXTURES / "identity_chat.jsonl").read_text(encoding="utf-8").splitlines()]
+    sql = [json.loads(x) for x in (FIXTURES / "wikisql_sample.jsonl").read_text(encoding="utf-8").splitlines()]
+    lines = []
+    for k in range(offset, offset + n):
+        prompt, answer = chats[k]["messages"][:-1], chats[k]["messages"][-1]
+        lines.append(json.dumps({"input": {"messages": prompt}, "preferred_output": [answer],
+                                 "non_preferred_output": [sql[k % len(sql)]["messages"][-1]]}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_dpo_config(tmp_path, make_config):
+    """DPO TrainingConfig factory on the tiny model: 12 pairs (+ 4 validation pairs), batch 4, 2 epochs."""
+    train_file = write_pairs(tmp_path / "pairs.jsonl", 12)
+    valid_file = write_pairs(tmp_path / "valid_pairs.jsonl", 4, offset=40)
+
+    def make(name: str = "dpo", **overrides) -> TrainingConfig:
+        kwargs = dict(method="dpo", beta=0.1, training_file=train_file, validation_file=valid_file,
+                      learning_rate_multiplier=10.0)
+        kwargs.update(overrides)
+        return make_config(name, **kwargs)
+
+    return make

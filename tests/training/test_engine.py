@@ -19,22 +19,15 @@ def test_loss_goes_down(make_config):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3  # last epoch vs first epoch
 
 
-def test_only_lora_weights_train(make_config, settings):
-    from tunehouse.base_models import load_base_model
-    from tunehouse.training.batches import encode_file
-    from tunehouse.training.engine import _train_step, _wrap_lora
+def test_only_lora_weights_train(make_config):
+    from tunehouse.training.engine import _prepare, _train_step
 
-    config = make_config()
-    model, tok, family = load_base_model(settings, config.base_model, torch.device("cpu"), torch.float32)
-    model = _wrap_lora(model, config)
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    run = _prepare(make_config(), Recorder())
+    trainable = {n for n, p in run.model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    examples = encode_file(config.training_file, lambda s: tok.encode(s, add_special_tokens=False), family, 128)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-2)
-    _train_step(model, optimizer, params, examples, [0, 1], [len(e.input_ids) for e in examples], 0, "cpu", 1e-2)
-    after = dict(model.named_parameters())
+    before = {n: p.detach().clone() for n, p in run.model.named_parameters()}
+    _train_step(run, [0, 1], 1e-2)
+    after = dict(run.model.named_parameters())
     changed = {n for n in before if not torch.equal(before[n], after[n])}
     assert changed and changed <= trainable
 

@@ -237,3 +237,32 @@ def encode_example(example: dict, encode: Callable[[str], list[int]], family: st
         labels[a:b] = ids[a:b]
     truncated = len(ids) > max_length
     return ids[:max_length], labels[:max_length], truncated
+
+
+def preference_chats(example: dict) -> tuple[dict, dict]:
+    """A preference example as two chat examples (prompt + preferred, prompt + non-preferred).
+
+    Only the output message is trained: assistant turns inside `input.messages` are context (weight 0).
+    The `*_completion` spellings are read too, as the validator accepts them.
+    """
+    inp = example.get("input")
+    if not isinstance(inp, dict) or not isinstance(inp.get("messages"), list):
+        raise ValueError("Preference example has no 'input.messages' list")
+    prompt = [dict(m, weight=0) if isinstance(m, dict) and m.get("role") == "assistant" else m
+              for m in inp["messages"]]
+    chats = []
+    for name in ("preferred_output", "non_preferred_output"):
+        output = example.get(name, example.get(name.replace("output", "completion")))
+        if not isinstance(output, list) or len(output) != 1 or not isinstance(output[0], dict):
+            raise ValueError(f"'{name}' must be a list of exactly one assistant message")
+        chats.append({"messages": prompt + [dict(output[0], weight=1)], "tools": inp.get("tools")})
+    return chats[0], chats[1]
+
+
+def encode_preference(example: dict, encode: Callable[[str], list[int]], family: str | Renderer = "gemma",
+                      max_length: int = 1024) -> tuple[tuple[list[int], list[int]], tuple[list[int], list[int]], bool]:
+    """((chosen ids, labels), (rejected ids, labels), truncated): each side rendered and masked as an SFT chat."""
+    preferred, rejected = preference_chats(example)
+    c_ids, c_labels, c_cut = encode_example(preferred, encode, family, max_length)
+    r_ids, r_labels, r_cut = encode_example(rejected, encode, family, max_length)
+    return (c_ids, c_labels), (r_ids, r_labels), c_cut or r_cut

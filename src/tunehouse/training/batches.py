@@ -1,4 +1,5 @@
-"""Training data for the loop: JSONL -> encoded examples, and a seeded, length-grouped batch order.
+"""Training data for the loop: JSONL -> encoded examples (chats, or preference pairs for DPO), and a seeded,
+length-grouped batch order.
 
 The order of epoch e is a pure function of (seed, e), so a resumed run only needs (epoch, batch index) to
 continue exactly where it stopped.
@@ -11,7 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunehouse.data.render import IGNORE, encode_example
+from tunehouse.data.render import IGNORE, encode_example, encode_preference
 
 # Batches are formed inside shuffled groups of this many batches, sorted by length: little padding, yet
 # every epoch still mixes short and long examples across steps.
@@ -29,6 +30,29 @@ class Encoded:
     @property
     def n_trained(self) -> int:
         return sum(1 for x in self.labels[1:] if x != IGNORE)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass
+class Pair:
+    """A DPO example: prompt + preferred output, prompt + non-preferred output, and their reference log-probs."""
+
+    chosen: Encoded
+    rejected: Encoded
+    line: int
+    ref_chosen: float | None = None  # summed log-prob under the starting model, filled once before training
+    ref_rejected: float | None = None
+
+    @property
+    def n_trained(self) -> int:
+        return self.chosen.n_trained + self.rejected.n_trained
+
+    @property
+    def n_tokens(self) -> int:
+        return self.chosen.n_tokens + self.rejected.n_tokens
 
 
 def read_examples(path: Path) -> list[tuple[int, dict]]:
@@ -49,29 +73,40 @@ def read_examples(path: Path) -> list[tuple[int, dict]]:
     return examples
 
 
-def encode_file(path: Path, encode, family, max_length: int, on_warn=None) -> list[Encoded]:
-    """Encoded examples with at least one trained token; truncations and skips are reported through on_warn."""
+def _encode_one(example: dict, number: int, encode, family, max_length: int, method: str):
+    """(Encoded or Pair, truncated, has trained tokens on every side)."""
+    if method == "dpo":
+        (c_ids, c_labels), (r_ids, r_labels), cut = encode_preference(example, encode, family, max_length)
+        pair = Pair(Encoded(c_ids, c_labels, number), Encoded(r_ids, r_labels, number), number)
+        return pair, cut, pair.chosen.n_trained > 0 and pair.rejected.n_trained > 0
+    ids, labels, cut = encode_example(example, encode, family, max_length)
+    enc = Encoded(ids, labels, number)
+    return enc, cut, enc.n_trained > 0
+
+
+def encode_file(path: Path, encode, family, max_length: int, on_warn=None, method: str = "supervised") -> list:
+    """Encoded examples (Pair for "dpo") with trained tokens; truncations and skips are reported via on_warn."""
     out, truncated, skipped = [], [], []
     for number, example in read_examples(path):
         try:
-            ids, labels, was_truncated = encode_example(example, encode, family, max_length)
+            item, was_truncated, trainable = _encode_one(example, number, encode, family, max_length, method)
         except ValueError as exc:
             raise ValueError(f"{Path(path).name} line {number}: {exc}") from None
-        enc = Encoded(ids, labels, number)
         if was_truncated:
             truncated.append(number)
-        if enc.n_trained == 0:
+        if not trainable:
             skipped.append(number)
             continue
-        out.append(enc)
+        out.append(item)
+    what = "output" if method == "dpo" else "assistant"
     if on_warn and truncated:
         on_warn(f"{len(truncated)} example(s) in {Path(path).name} exceed {max_length} tokens and were truncated "
                 f"(lines {_lines(truncated)})", {"lines": truncated, "max_length": max_length})
     if on_warn and skipped:
-        on_warn(f"{len(skipped)} example(s) in {Path(path).name} have no trained assistant tokens (after "
+        on_warn(f"{len(skipped)} example(s) in {Path(path).name} have no trained {what} tokens (after "
                 f"truncation) and were skipped (lines {_lines(skipped)})", {"lines": skipped})
     if not out:
-        raise ValueError(f"{Path(path).name} has no example with a trained assistant message")
+        raise ValueError(f"{Path(path).name} has no example with a trained {what} message")
     return out
 
 

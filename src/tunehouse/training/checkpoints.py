@@ -20,6 +20,8 @@ import torch
 
 RESUME_FILE = "resume.pt"
 CONFIG_FILE = "training_config.json"
+# DPO: the starting model's log-probs of every pair, computed once (engine._load_reference).
+REFERENCE_FILE = "reference_logps.json"
 _RESUME_VERSION = 1
 
 

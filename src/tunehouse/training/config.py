@@ -28,6 +28,9 @@ class TrainingConfig:
     n_epochs: int | Auto = "auto"
     batch_size: int | Auto = "auto"
     learning_rate_multiplier: float | Auto = "auto"
+    # "dpo": the files are preference pairs and the loss is DPO's (training/objectives.py); beta is its strength.
+    method: Literal["supervised", "dpo"] = "supervised"
+    beta: float | Auto = "auto"
     seed: int = 0
     lora_r: int = 16
     lora_alpha: int = 32
@@ -46,7 +49,8 @@ class TrainingConfig:
 class Checkpoint:
     step: int
     adapter_dir: Path  # PEFT format: adapter_config.json + adapter_model.safetensors
-    metrics: dict  # step, train_loss, train_mean_token_accuracy, valid_loss, valid_mean_token_accuracy, ...
+    # step, train_loss, train_mean_token_accuracy (DPO: train_rewards_accuracy, ...), valid_*, full_valid_*
+    metrics: dict
 
 
 @dataclass
@@ -54,7 +58,7 @@ class TrainingResult:
     status: Literal["succeeded", "cancelled", "paused"]
     adapter_dir: Path | None  # final adapter (succeeded) or None
     trained_tokens: int
-    hyperparameters: dict  # resolved: n_epochs, batch_size, learning_rate_multiplier (never "auto")
+    hyperparameters: dict  # resolved: n_epochs, batch_size, learning_rate_multiplier (+ beta for DPO), never "auto"
     metrics: list[dict] = field(default_factory=list)  # one row per step, for the results CSV
 
 
@@ -62,7 +66,9 @@ class TrainingCallbacks(Protocol):
     def on_event(self, level: Literal["info", "warn", "error"], message: str, data: dict) -> None: ...
 
     def on_metrics(self, metrics: dict) -> None:
-        """Per step: step, total_steps, train_loss, train_mean_token_accuracy, and valid_* when measured."""
+        """Per step: step, total_steps, train_loss and the objective's other train_* metrics (SFT:
+        train_mean_token_accuracy; DPO: train_rewards_accuracy, train_rewards_margin, train_chosen_logps,
+        train_rejected_logps), learning_rate, step_tokens, and valid_* when measured."""
 
     def on_checkpoint(self, checkpoint: Checkpoint) -> None: ...
 

@@ -1,18 +1,19 @@
-"""The LoRA SFT loop: train(config, callbacks) -> TrainingResult.
+"""The LoRA training loop, SFT and DPO alike: train(config, callbacks) -> TrainingResult.
 
 Steps: `_prepare` (load, encode, resolve "auto", wrap LoRA) -> `_restore` (resumable state or a fresh start)
 -> `_run_epoch` / `_step` per epoch -> `_end_epoch` (full validation, checkpoint) -> the final adapter.
 
 One optimizer step = one batch of `batch_size` examples, split into padded micro-batches within a token budget
-(gradient accumulation), loss = mean cross-entropy over the batch's trained tokens (selective head), AdamW,
-linear warmup + cosine decay, gradient clipping. The data order is a pure function of (seed, epoch), and the
-resumable state holds weights, optimizer, RNG and (epoch, batch) position, so pause/resume and SIGKILL/resume
-reproduce the uninterrupted loss curve. Bad input (a missing model directory, unreadable data) raises
-ValueError with a message meant for the user.
+(gradient accumulation), loss = the objective's mean over the batch (objectives.py: cross-entropy per trained
+token for SFT, the sigmoid DPO loss per pair), AdamW, linear warmup + cosine decay, gradient clipping. The
+data order is a pure function of (seed, epoch), and the resumable state holds weights, optimizer, RNG and
+(epoch, batch) position, so pause/resume and SIGKILL/resume reproduce the uninterrupted loss curve. Bad input
+(a missing model directory, unreadable data) raises ValueError with a message meant for the user.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -25,9 +26,10 @@ import torch
 
 from tunehouse.base_models import load_model_dir, pick_device
 from tunehouse.training import hparams
-from tunehouse.training.batches import collate, encode_file, epoch_batches, micro_batches
+from tunehouse.training.batches import encode_file, epoch_batches, micro_batches
 from tunehouse.training.checkpoints import (
     CONFIG_FILE,
+    REFERENCE_FILE,
     checkpoint_dir,
     clear_resume,
     load_resume,
@@ -36,7 +38,7 @@ from tunehouse.training.checkpoints import (
     save_resume,
 )
 from tunehouse.training.config import Checkpoint, TrainingCallbacks, TrainingConfig, TrainingResult
-from tunehouse.training.loss import selective_loss
+from tunehouse.training.objectives import DPOObjective, Objective, SupervisedObjective, evaluate, reference_logps
 
 
 def _wrap_lora(model, config: TrainingConfig):
@@ -56,19 +58,6 @@ def _wrap_lora(model, config: TrainingConfig):
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=config.target_modules, task_type="CAUSAL_LM", bias="none")
         return get_peft_model(model, lora)
-
-
-@torch.no_grad()
-def evaluate(model, examples, indices, lengths, pad_id, device) -> tuple[float, float]:
-    """(mean loss, mean token accuracy) over the trained tokens of the given examples."""
-    model.eval()
-    loss = correct = count = 0
-    for mb in micro_batches(indices, lengths):
-        ids, mask, labels = (t.to(device) for t in collate([examples[i] for i in mb], pad_id))
-        s, c, n = selective_loss(model, ids, mask, labels)
-        loss, correct, count = loss + float(s), correct + c, count + n
-    model.train()
-    return loss / max(count, 1), correct / max(count, 1)
 
 
 def _resolved(config: TrainingConfig, hp: dict, total_steps: int, lora_cfg, family) -> dict:
@@ -110,6 +99,7 @@ class Run:
     pad_id: int
     train_set: list
     valid_set: list
+    objective: Objective
     lengths: list[int]  # tokens per training example (batching, token counts)
     valid_lengths: list[int]
     hp: dict
@@ -153,11 +143,13 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
     def warn(message: str, data: dict) -> None:
         callbacks.on_event("warn", message, data)
 
-    train_set = encode_file(Path(config.training_file), encode, family, config.max_length, warn)
-    valid_set = (encode_file(Path(config.validation_file), encode, family, config.max_length, warn)
-                 if config.validation_file else [])
+    def read(path: Path) -> list:
+        return encode_file(path, encode, family, config.max_length, warn, config.method)
+
+    train_set = read(Path(config.training_file))
+    valid_set = read(Path(config.validation_file)) if config.validation_file else []
     hp = hparams.resolve_hyperparameters(len(train_set), config.n_epochs, config.batch_size,
-                                         config.learning_rate_multiplier)
+                                         config.learning_rate_multiplier, config.method, config.beta)
     steps_per_epoch = math.ceil(len(train_set) / hp["batch_size"])
     total_steps = hp["n_epochs"] * steps_per_epoch
     model = _wrap_lora(model, config)
@@ -168,9 +160,39 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
     resolved = _resolved(config, hp, total_steps, model.peft_config["default"], family)
     (out_dir / CONFIG_FILE).write_text(json.dumps(resolved, indent=2), encoding="utf-8")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    return Run(config, callbacks, model, optimizer, params, device, pad_id, train_set, valid_set,
-               [len(e.input_ids) for e in train_set], [len(e.input_ids) for e in valid_set], hp, total_steps,
-               steps_per_epoch, config.eval_every or max(1, total_steps // 20), peak_lr, resolved)
+    lengths, valid_lengths = [e.n_tokens for e in train_set], [e.n_tokens for e in valid_set]
+    objective: Objective = SupervisedObjective(pad_id)
+    if config.method == "dpo":
+        objective = DPOObjective(pad_id, hp["beta"])
+        _load_reference(model, config, train_set, lengths, valid_set, valid_lengths, pad_id, device)
+    return Run(config, callbacks, model, optimizer, params, device, pad_id, train_set, valid_set, objective,
+               lengths, valid_lengths, hp, total_steps, steps_per_epoch,
+               config.eval_every or max(1, total_steps // 20), peak_lr, resolved)
+
+
+def _load_reference(model, config: TrainingConfig, train_set, lengths, valid_set, valid_lengths, pad_id,
+                    device) -> None:
+    """DPO reference log-probs of every pair, from the starting weights (this runs before _restore loads any
+    trained state). Kept in the job directory so a resumed run does not pay for them again."""
+    path = Path(config.output_dir) / REFERENCE_FILE
+    pairs = train_set + valid_set
+    key = hashlib.sha256(json.dumps([[p.chosen.input_ids, p.rejected.input_ids] for p in pairs]).encode()).hexdigest()
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        saved = {}  # unreadable (say, cut by a SIGKILL): recomputing gives the same values
+    if saved.get("key") == key and len(saved.get("logps", [])) == len(pairs):
+        for p, (c, r) in zip(pairs, saved["logps"], strict=True):
+            p.ref_chosen, p.ref_rejected = c, r
+        return
+    use_adapter = config.init_adapter is not None
+    reference_logps(model, train_set, lengths, pad_id, device, use_adapter)
+    if valid_set:
+        reference_logps(model, valid_set, valid_lengths, pad_id, device, use_adapter)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"key": key, "logps": [[p.ref_chosen, p.ref_rejected] for p in pairs]}),
+                   encoding="utf-8")
+    tmp.replace(path)
 
 
 def _restore(run: Run) -> Progress:
@@ -178,8 +200,10 @@ def _restore(run: Run) -> Progress:
     saved = load_resume(run.out_dir, run.model, run.optimizer)
     if saved is None:
         bs = run.hp["batch_size"]
+        what = f"{len(run.train_set)} preference pairs (DPO, beta {run.hp['beta']})" if "beta" in run.hp \
+            else f"{len(run.train_set)} examples"
         run.callbacks.on_event(
-            "info", f"Training {len(run.train_set)} examples: {run.hp['n_epochs']} epochs x {run.steps_per_epoch} "
+            "info", f"Training {what}: {run.hp['n_epochs']} epochs x {run.steps_per_epoch} "
             f"steps, batch size {bs}, learning rate {run.peak_lr:.2e}", dict(run.hp, total_steps=run.total_steps))
         return Progress(hyperparameters=run.hp)
     if saved.get("hyperparameters") != run.hp:
@@ -217,8 +241,7 @@ def _run_epoch(run: Run, progress: Progress, epoch: int) -> str | None:
 def _step(run: Run, progress: Progress, batch: list[int], epoch: int) -> None:
     """One optimizer step on `batch`, then (every eval_every steps) validation on a rotating slice."""
     lr = hparams.lr_at(progress.step, run.total_steps, run.peak_lr)
-    row = _train_step(run.model, run.optimizer, run.params, run.train_set, batch, run.lengths, run.pad_id,
-                      run.device, lr)
+    row = _train_step(run, batch, lr)
     progress.step += 1
     progress.batch += 1
     progress.trained_tokens += sum(run.lengths[i] for i in batch)
@@ -228,29 +251,28 @@ def _step(run: Run, progress: Progress, batch: list[int], epoch: int) -> None:
         start, size = progress.valid_cursor, len(run.valid_set)
         pick = [(start + k) % size for k in range(min(run.hp["batch_size"], size))]
         progress.valid_cursor = (start + len(pick)) % size
-        vl, va = evaluate(run.model, run.valid_set, pick, run.valid_lengths, run.pad_id, run.device)
-        progress.last_valid = {"valid_loss": vl, "valid_mean_token_accuracy": va}
+        valid = evaluate(run.objective, run.model, run.valid_set, pick, run.valid_lengths, run.device)
+        progress.last_valid = {f"valid_{k}": v for k, v in valid.items()}
         row.update(progress.last_valid)
     progress.metrics.append(row)
     run.callbacks.on_metrics(row)
 
 
-def _train_step(model, optimizer, params, examples, batch, lengths, pad_id, device, lr) -> dict:
-    n_trained = sum(examples[i].n_trained for i in batch)
-    loss_total = correct_total = 0.0
-    for mb in micro_batches(batch, lengths):
-        ids, mask, labels = (t.to(device) for t in collate([examples[i] for i in mb], pad_id))
-        loss_sum, correct, _ = selective_loss(model, ids, mask, labels)
-        (loss_sum / n_trained).backward()  # sum over micro-batches = the exact mean over the whole batch
-        loss_total += float(loss_sum.detach())
-        correct_total += correct
-    torch.nn.utils.clip_grad_norm_(params, hparams.MAX_GRAD_NORM)
-    for group in optimizer.param_groups:
+def _train_step(run: Run, batch: list[int], lr: float) -> dict:
+    items = [run.train_set[i] for i in batch]
+    denominator = run.objective.denominator(items)
+    sums = dict.fromkeys(run.objective.metric_names, 0.0)
+    for mb in micro_batches(batch, run.lengths):
+        loss_sum, stats = run.objective.loss(run.model, [run.train_set[i] for i in mb], run.device)
+        (loss_sum / denominator).backward()  # sum over micro-batches = the exact mean over the whole batch
+        sums = {k: sums[k] + stats[k] for k in sums}
+    torch.nn.utils.clip_grad_norm_(run.params, hparams.MAX_GRAD_NORM)
+    for group in run.optimizer.param_groups:
         group["lr"] = lr
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return {"train_loss": loss_total / n_trained, "train_mean_token_accuracy": correct_total / n_trained,
-            "learning_rate": lr, "step_tokens": sum(lengths[i] for i in batch), "step_trained_tokens": n_trained}
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    return {**{f"train_{k}": v / denominator for k, v in sums.items()}, "learning_rate": lr,
+            "step_tokens": sum(e.n_tokens for e in items), "step_trained_tokens": sum(e.n_trained for e in items)}
 
 
 def _end_epoch(run: Run, progress: Progress) -> None:
@@ -258,16 +280,17 @@ def _end_epoch(run: Run, progress: Progress) -> None:
     step = progress.step
     last = progress.metrics[-1] if progress.metrics else {}
     metrics = {"step": step}
-    for key in ("train_loss", "train_mean_token_accuracy"):
-        if key in last:
-            metrics[key] = last[key]
+    for name in run.objective.metric_names:
+        if f"train_{name}" in last:
+            metrics[f"train_{name}"] = last[f"train_{name}"]
     metrics.update(progress.last_valid)
     if run.valid_set:
         every = list(range(len(run.valid_set)))
-        fl, fa = evaluate(run.model, run.valid_set, every, run.valid_lengths, run.pad_id, run.device)
-        metrics.update(full_valid_loss=fl, full_valid_mean_token_accuracy=fa)
+        full = evaluate(run.objective, run.model, run.valid_set, every, run.valid_lengths, run.device)
+        full = {f"full_valid_{k}": v for k, v in full.items()}
+        metrics.update(full)
         if progress.metrics:
-            progress.metrics[-1].update(full_valid_loss=fl, full_valid_mean_token_accuracy=fa)
+            progress.metrics[-1].update(full)
     path = save_adapter(run.model, checkpoint_dir(run.out_dir, step), dict(run.resolved, checkpoint_step=step))
     run.callbacks.on_checkpoint(Checkpoint(step=step, adapter_dir=path, metrics=metrics))
     prune_checkpoints(run.out_dir, run.config.keep_checkpoints)

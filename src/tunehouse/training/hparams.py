@@ -22,6 +22,9 @@ BASE_LEARNING_RATE = 2e-4
 WARMUP_FRACTION = 0.05
 MAX_GRAD_NORM = 1.0
 WEIGHT_DECAY = 0.0
+# DPO `auto`: beta and the learning-rate multiplier chosen by benchmarks/dpo_sweep.py (docs/training.md).
+DPO_BETA = 0.1
+DPO_LEARNING_RATE_MULTIPLIER = 0.5
 
 
 def auto_n_epochs(n_examples: int) -> int:
@@ -38,16 +41,26 @@ def auto_learning_rate_multiplier(batch_size: int) -> float:
     return 1.0
 
 
-def resolve_hyperparameters(n_examples: int, n_epochs, batch_size, learning_rate_multiplier) -> dict:
-    """Concrete values for each `auto`; explicit values are checked and kept."""
+def resolve_hyperparameters(n_examples: int, n_epochs, batch_size, learning_rate_multiplier,
+                            method: str = "supervised", beta="auto") -> dict:
+    """Concrete values for each `auto`; explicit values are checked and kept. DPO adds `beta`."""
     epochs = auto_n_epochs(n_examples) if n_epochs == "auto" else int(n_epochs)
     bs = auto_batch_size(n_examples) if batch_size == "auto" else int(batch_size)
     bs = min(bs, max(n_examples, 1))  # a batch never exceeds the data (as OpenAI clamps it)
-    lrm = auto_learning_rate_multiplier(bs) if learning_rate_multiplier == "auto" else float(learning_rate_multiplier)
+    if learning_rate_multiplier != "auto":
+        lrm = float(learning_rate_multiplier)
+    else:
+        lrm = DPO_LEARNING_RATE_MULTIPLIER if method == "dpo" else auto_learning_rate_multiplier(bs)
     if epochs < 1 or bs < 1 or not lrm > 0:
         raise ValueError(f"Invalid hyperparameters: n_epochs={epochs}, batch_size={bs}, "
                          f"learning_rate_multiplier={lrm} (all must be positive)")
-    return {"n_epochs": epochs, "batch_size": bs, "learning_rate_multiplier": round(lrm, 6)}
+    out = {"n_epochs": epochs, "batch_size": bs, "learning_rate_multiplier": round(lrm, 6)}
+    if method == "dpo":
+        b = DPO_BETA if beta == "auto" else float(beta)
+        if not 0 < b <= 2:
+            raise ValueError(f"Invalid hyperparameters: beta={b} (must be in (0, 2], as OpenAI's)")
+        out["beta"] = b
+    return out
 
 
 def lr_at(step: int, total_steps: int, peak: float) -> float:
