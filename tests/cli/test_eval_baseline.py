@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import TINY
 from tests.migration.live import make_settings
 from tunehouse.cli.local_server import local_server
@@ -24,5 +26,8 @@ def test_baseline_is_served_by_the_other_server(cli, tmp_path, tiny_model_dir, f
     assert both.exit_code == 0, both.stderr
     summary = json.loads(both.stdout)
     assert summary["n"] == 2 and summary["baseline"]["exact_match"] is not None
+    # The same weights under another name on another server: scored in the model's chat format (the id
+    # "old-model" says nothing about it), the two losses are the same number.
+    assert summary["baseline"]["loss"] == pytest.approx(summary["model"]["loss"], rel=1e-4)
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["baseline_id"] == "old-model" and len(report["examples"]) == 2

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from tunehouse.eval import metrics as m
 
 Progress = Callable[[str, int, int], None]  # (label, done, total)
+
+
+def guess_template(model: str) -> str:
+    """Chat format from the model id: a tunehouse `ft:{base}:...` id names its base; Gemma or ChatML."""
+    base = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else model
+    return "gemma" if "gemma" in base.lower() else "chatml"
 
 
 class EvalError(Exception):
@@ -279,6 +285,12 @@ def evaluate(
     backend.check_model(model)
     baseline_backend.check_model(baseline)
     model_run = run_model(backend, model, examples, options, progress, "model")
-    baseline_run = run_model(baseline_backend, baseline, examples, options, progress, "baseline")
+    baseline_options = options
+    if baseline_backend is not backend and options.template == "auto":
+        # Another server's model id says nothing reliable about its chat format (a tunehouse Gemma may be
+        # registered as "gpt-4o-mini-..."), and the two losses only compare when both score the same text:
+        # the baseline is scored in the model's format.
+        baseline_options = replace(options, template=guess_template(model))
+    baseline_run = run_model(baseline_backend, baseline, examples, baseline_options, progress, "baseline")
     return EvalResult(model, baseline, str(test_file), examples, model_run, baseline_run, options)
 

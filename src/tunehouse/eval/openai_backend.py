@@ -15,7 +15,7 @@ import time
 import openai
 
 from tunehouse.data.render import render_chat
-from tunehouse.eval.comparison import EvalError, Generation, ScoreUnavailable
+from tunehouse.eval.comparison import EvalError, Generation, ScoreUnavailable, guess_template
 
 log = logging.getLogger("tunehouse.eval")
 _FAMILIES = ("gemma", "chatml")
@@ -30,12 +30,6 @@ def render_for_scoring(messages: list[dict], reference: str, template: str) -> t
     text, spans = render_chat([*messages, {"role": "assistant", "content": reference}], family=template)
     start, end = spans[-1]
     return text[:end], start, end
-
-
-def guess_template(model: str) -> str:
-    """Chat format from the model id: a tunehouse `ft:{base}:...` id names its base; Gemma or ChatML."""
-    base = model.split(":")[1] if model.startswith("ft:") and model.count(":") >= 2 else model
-    return "gemma" if "gemma" in base.lower() else "chatml"
 
 
 class OpenAIBackend:
