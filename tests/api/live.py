@@ -47,6 +47,7 @@ ROUTES = [
     ("GET", r"/models", "ListModelsResponse"),
     ("GET", r"/models/.+", "Model"),
     ("DELETE", r"/models/.+", "DeleteModelResponse"),
+    ("POST", r"/chat/completions", "CreateChatCompletionResponse"),  # non-streaming (the hook reads JSON)
 ]
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from tests.api.live import chat_file, wait_for
 from tests.conftest import TINY
+from tests.tiny import FIXTURES
 
 
 @pytest.fixture
@@ -53,11 +54,49 @@ def test_bad_hyperparameters_are_400_naming_the_field(client, train_id, hp, fiel
     assert e.value.body["param"] == field and field in e.value.body["message"]
 
 
-def test_dpo_is_accepted_by_the_schema_but_rejected_clearly(client, train_id):
+@pytest.fixture
+def pairs_id(client, tmp_path) -> str:
+    path = tmp_path / "pairs.jsonl"
+    lines = (FIXTURES / "identity_pairs_train.jsonl").read_text(encoding="utf-8").splitlines()[:12]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return client.files.create(file=path.open("rb"), purpose="fine-tune").id
+
+
+def test_dpo_job_echoes_its_method_and_beta(client, pairs_id):
+    job = client.fine_tuning.jobs.create(model=TINY, training_file=pairs_id, method={
+        "type": "dpo", "dpo": {"hyperparameters": {"beta": 0.25, "n_epochs": 2}}})
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.25
+    assert job.method.dpo.hyperparameters.n_epochs == 2 and job.method.dpo.hyperparameters.batch_size == "auto"
+    # OpenAI's top-level hyperparameters keep the supervised three; beta lives in the method only.
+    assert job.hyperparameters.n_epochs == 2 and "beta" not in job.hyperparameters.model_dump(exclude_none=True)
+    auto = client.fine_tuning.jobs.create(model=TINY, training_file=pairs_id, method={"type": "dpo"})
+    assert auto.method.dpo.hyperparameters.beta == "auto"
+    assert wait_for(lambda: _status(client, job.id, "queued")).error is None
+
+
+@pytest.mark.parametrize("beta", [0, -0.1, 2.5, "high"])
+def test_dpo_beta_outside_openais_range_is_400(client, pairs_id, beta):
     with pytest.raises(openai.BadRequestError) as e:
-        client.fine_tuning.jobs.create(model=TINY, training_file=train_id,
-                                       method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.1}}})
-    assert e.value.body["code"] == "unsupported_method" and "dpo" in e.value.body["message"]
+        client.fine_tuning.jobs.create(model=TINY, training_file=pairs_id,
+                                       method={"type": "dpo", "dpo": {"hyperparameters": {"beta": beta}}})
+    assert "beta" in e.value.body["param"]
+
+
+def test_a_chat_file_for_dpo_and_pairs_for_supervised_fail_naming_the_format(client, train_id, pairs_id):
+    dpo = client.fine_tuning.jobs.create(model=TINY, training_file=train_id, method={"type": "dpo"})
+    sft = client.fine_tuning.jobs.create(model=TINY, training_file=pairs_id)
+    dpo, sft = (wait_for(lambda j=j: _status(client, j.id, "failed")) for j in (dpo, sft))
+    assert dpo.error.code == "invalid_file_format" and dpo.error.param == "training_file"
+    assert "'chat' format" in dpo.error.message and "preferred_output" in dpo.error.message
+    assert sft.error.code == "invalid_file_format" and "'preference' format" in sft.error.message
+    assert '{"messages": [...]}' in sft.error.message
+
+
+def test_reinforcement_is_a_clear_400_naming_what_is_supported(client, train_id):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.fine_tuning.jobs.create(model=TINY, training_file=train_id, method={"type": "reinforcement"})
+    body = e.value.body
+    assert body["code"] == "unsupported_method" and "'supervised'" in body["message"] and "'dpo'" in body["message"]
 
 
 def test_unknown_model_is_400_listing_available(client, train_id):

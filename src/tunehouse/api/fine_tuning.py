@@ -11,7 +11,7 @@ from fastapi import APIRouter, BackgroundTasks, Query, Request
 
 from tunehouse.api.deps import ProjectDep, SessionDep, SettingsDep
 from tunehouse.api.errors import APIError
-from tunehouse.api.schemas import CreateFineTuningJob, Hyperparameters
+from tunehouse.api.schemas import CreateFineTuningJob, DPOHyperparameters, Hyperparameters
 from tunehouse.catalog import UnknownModelError, resolve_base_model
 from tunehouse.config import Settings
 from tunehouse.store import files as files_store
@@ -24,6 +24,7 @@ from tunehouse.store.models import resolve_model
 
 router = APIRouter(tags=["fine-tuning"])
 _METADATA_QUERY = re.compile(r"metadata\[(.+)\]")
+SUPERVISED_KEYS = ("batch_size", "learning_rate_multiplier", "n_epochs")
 
 
 def job_object(row, settings: Settings) -> dict:
@@ -40,7 +41,8 @@ def job_object(row, settings: Settings) -> dict:
         "status": row["status"],
         "validation_file": row["validation_file"],
         "training_file": row["training_file"],
-        "hyperparameters": hp,
+        # OpenAI's top-level hyperparameters are the supervised three; the method carries all (DPO adds beta).
+        "hyperparameters": {k: v for k, v in hp.items() if k in SUPERVISED_KEYS},
         "trained_tokens": row["trained_tokens"],
         "error": json.loads(row["error"]) if row["error"] else None,
         "integrations": json.loads(row["integrations"]) if row["integrations"] else None,
@@ -64,11 +66,21 @@ def checkpoint_object(row) -> dict:
 
 
 def _hyperparameters(body: CreateFineTuningJob) -> dict:
-    method_hp = body.method.supervised.hyperparameters if body.method and body.method.supervised else None
+    """The job's hyperparameters ("auto" where not given) from its method, or the deprecated top level."""
+    method = body.method.type if body.method else "supervised"
+    if method == "reinforcement":
+        raise APIError(400, "Fine-tuning method 'reinforcement' is not supported; tunehouse implements 'supervised'"
+                       " and 'dpo' fine-tuning.", param="method.type", code="unsupported_method")
+    if method == "dpo":
+        method_hp = body.method.dpo.hyperparameters if body.method.dpo else None
+    else:
+        method_hp = body.method.supervised.hyperparameters if body.method and body.method.supervised else None
     if body.hyperparameters and body.hyperparameters.given() and method_hp and method_hp.given():
-        raise APIError(400, "Pass hyperparameters either in 'method.supervised.hyperparameters' or in the deprecated"
+        raise APIError(400, f"Pass hyperparameters either in 'method.{method}.hyperparameters' or in the deprecated"
                        " top-level 'hyperparameters', not both.", param="hyperparameters", code="invalid_value")
     chosen = method_hp if method_hp and method_hp.given() else body.hyperparameters
+    if method == "dpo":
+        return DPOHyperparameters(**(chosen.model_dump() if chosen else {})).resolved()
     return (chosen or Hyperparameters()).resolved()
 
 
@@ -108,9 +120,6 @@ def _validate_in_background(settings: Settings, job_id: str) -> None:
 @router.post("/fine_tuning/jobs")
 def create_job(body: CreateFineTuningJob, background: BackgroundTasks, db: SessionDep, settings: SettingsDep,
                project: ProjectDep) -> dict:
-    if body.method and body.method.type != "supervised":
-        raise APIError(400, f"Fine-tuning method '{body.method.type}' is not supported yet; tunehouse implements"
-                       " 'supervised' fine-tuning only.", param="method.type", code="unsupported_method")
     hyperparameters = _hyperparameters(body)
     base, adapter = _resolve_base(db, settings, project, body.model)
     _check_file(db, project, body.training_file, "training_file")
@@ -125,7 +134,7 @@ def create_job(body: CreateFineTuningJob, background: BackgroundTasks, db: Sessi
         "suffix": body.suffix,
         "seed": body.seed if body.seed is not None else secrets.randbelow(2**31),
         "hyperparameters": hyperparameters,
-        "method_type": "supervised",
+        "method_type": body.method.type if body.method else "supervised",
         "metadata": body.metadata,
         "integrations": [i.model_dump(exclude_none=True) for i in body.integrations] if body.integrations else None,
     }

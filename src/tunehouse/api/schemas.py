@@ -26,16 +26,28 @@ class Hyperparameters(BaseModel):
         return any(v is not None for v in self.model_dump().values())
 
 
+class DPOHyperparameters(Hyperparameters):
+    """OpenAI's FineTuneDPOHyperparameters: the supervised three plus beta, the pull towards the reference."""
+
+    beta: Auto | Annotated[float, Field(gt=0, le=2)] | None = None
+
+
 class SupervisedMethod(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     hyperparameters: Hyperparameters | None = None
 
 
+class DPOMethod(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hyperparameters: DPOHyperparameters | None = None
+
+
 class Method(BaseModel):
     type: Literal["supervised", "dpo", "reinforcement"]
     supervised: SupervisedMethod | None = None
-    dpo: dict | None = None
+    dpo: DPOMethod | None = None
     reinforcement: dict | None = None
 
 

@@ -61,6 +61,7 @@ class FollowState:
     step: int = 0
     total_steps: int | None = None
     accuracy: float | None = None
+    rewards_accuracy: float | None = None  # DPO: share of pairs whose implicit reward prefers the preferred output
     rate: tuple[int, int] | None = None  # (created_at, step) of the first metrics event, for the ETA
     last_metric_at: int | None = None
 
@@ -78,6 +79,8 @@ class FollowState:
                     self.valid_loss.append(float(data["valid_loss"]))
                 if data.get("train_mean_token_accuracy") is not None:
                     self.accuracy = float(data["train_mean_token_accuracy"])
+                if data.get("train_rewards_accuracy") is not None:
+                    self.rewards_accuracy = float(data["train_rewards_accuracy"])
                 if self.rate is None:
                     self.rate = (event.get("created_at") or 0, data["step"])
                 self.last_metric_at = event.get("created_at")
@@ -143,6 +146,8 @@ def render(state: FollowState, now: float) -> Group:
             loss.append(sparkline(state.valid_loss, 16), style="blue")
         if state.accuracy is not None:
             loss.append(f"   token acc {state.accuracy:.3f}")
+        if state.rewards_accuracy is not None:
+            loss.append(f"   rewards acc {state.rewards_accuracy:.3f}")
         parts.append(loss)
     events = Table.grid(padding=(0, 1))
     for event in state.events[-8:]:

@@ -94,6 +94,10 @@ def jobs_create(
     learning_rate_multiplier: Annotated[
         float | None, typer.Option("--learning-rate-multiplier", help="> 0; default: auto")
     ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="supervised (chat files) or dpo (preference pairs)")
+    ] = "supervised",
+    beta: Annotated[float | None, typer.Option("--beta", help="DPO only: 0 < beta <= 2; default: auto")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Same seed, same data -> same run")] = None,
     metadata: Annotated[list[str] | None, typer.Option("--metadata", help="KEY=VALUE, repeatable")] = None,
     follow: Annotated[bool, typer.Option("--follow", help="Then follow the job live until it ends")] = False,
@@ -105,6 +109,10 @@ def jobs_create(
     """Create a fine-tuning job."""
     if learning_rate_multiplier is not None and not learning_rate_multiplier > 0:
         fail(f"--learning-rate-multiplier must be > 0, got {learning_rate_multiplier}")
+    if method not in ("supervised", "dpo"):
+        fail(f"--method must be 'supervised' or 'dpo', got {method!r}")
+    if beta is not None and method != "dpo":
+        fail("--beta applies to --method dpo only")
     conn = connect(base_url, api_key, as_json)
     client = conn.client()
     body: dict = {"model": model, "training_file": resolve_file(conn, client, training_file)}
@@ -116,10 +124,11 @@ def jobs_create(
         body["seed"] = seed
     if metadata:
         body["metadata"] = parse_metadata(metadata)
-    hyper = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier}
+    hyper = {"n_epochs": n_epochs, "batch_size": batch_size, "learning_rate_multiplier": learning_rate_multiplier,
+             "beta": beta}
     hyper = {k: v for k, v in hyper.items() if v is not None}
-    if hyper:
-        body["method"] = {"type": "supervised", "supervised": {"hyperparameters": hyper}}
+    if hyper or method != "supervised":
+        body["method"] = {"type": method, method: {"hyperparameters": hyper}}
     with conn.errors():
         job = raw_json(client.fine_tuning.jobs.with_raw_response.create(**body))
     if not follow:

@@ -17,8 +17,16 @@ from tunehouse.store.jobs import fail_job, get_job, mark_validated
 log = logging.getLogger("tunehouse.store")
 
 
-def _check(settings: Settings, file_id: str, param: str) -> tuple[str, str] | None:
-    """None if the file is trainable, else (code, message)."""
+# The file format each method trains on, and how the message names it.
+EXPECTED_FORMAT = {
+    "supervised": ("chat", 'the chat format ({"messages": [...]} per line)'),
+    "dpo": ("preference", 'the preference format ({"input": {"messages": [...]}, "preferred_output": [...], '
+                          '"non_preferred_output": [...]} per line)'),
+}
+
+
+def _check(settings: Settings, file_id: str, param: str, method: str) -> tuple[str, str] | None:
+    """None if the file is trainable by `method`, else (code, message)."""
     from tunehouse.data.validation import MIN_EXAMPLES, UPLOAD_TOLERATED, validate_file
 
     label = "Training" if param == "training_file" else "Validation"
@@ -34,10 +42,11 @@ def _check(settings: Settings, file_id: str, param: str) -> tuple[str, str] | No
             f"{label} file {file_id} has {report.blocking_error_count(UPLOAD_TOLERATED)} format error(s); first: "
             f"{first.code}{where}: {first.message}"
         )
-    if report.format != "chat":
+    expected, described = EXPECTED_FORMAT[method]
+    if report.format != expected:
+        what = "supervised fine-tuning" if method == "supervised" else "DPO fine-tuning (method 'dpo')"
         return "invalid_file_format", (
-            f"{label} file {file_id} is in '{report.format}' format; supervised fine-tuning needs the chat format"
-            ' ({"messages": [...]} per line)'
+            f"{label} file {file_id} is in '{report.format}' format; {what} needs {described}"
         )
     if param == "training_file" and report.examples < MIN_EXAMPLES:
         return "invalid_n_examples", (
@@ -57,7 +66,7 @@ def validate_job_files(conn: sqlite3.Connection, settings: Settings, job_id: str
         if not job[param]:
             continue
         try:
-            problem = _check(settings, job[param], param)
+            problem = _check(settings, job[param], param, job["method_type"])
         except Exception as e:  # never leave a job stuck in validating_files because a check crashed
             log.exception("job %s: checking %s %s failed", job_id, param, job[param])
             problem = ("validation_error", f"Could not validate {param} {job[param]}: {type(e).__name__}: {e}")

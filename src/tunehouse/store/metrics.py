@@ -9,7 +9,9 @@ from tunehouse.store.db import transaction
 from tunehouse.store.jobs import add_event
 
 EVENT_KEYS = ("step", "train_loss", "valid_loss", "train_mean_token_accuracy", "valid_mean_token_accuracy",
-              "total_steps")
+              "total_steps", "train_rewards_accuracy", "train_rewards_margin", "train_chosen_logps",
+              "train_rejected_logps", "valid_rewards_accuracy", "valid_rewards_margin", "valid_chosen_logps",
+              "valid_rejected_logps")
 
 
 def record_metrics(conn: sqlite3.Connection, job_id: str, metrics: dict, event: str | None) -> None:

@@ -26,7 +26,11 @@ from tunehouse.store.metrics import job_metrics, record_metrics
 
 log = logging.getLogger("tunehouse.worker")
 MAX_METRIC_EVENTS = 100  # per job: long jobs log every k-th step so the event list stays readable
+# The fine-tune-results CSV: OpenAI's supervised columns; a DPO job has DPO's metrics instead of token accuracy.
 RESULTS_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
+DPO_METRICS = ("rewards_accuracy", "rewards_margin", "chosen_logps", "rejected_logps")
+DPO_RESULTS_COLUMNS = ("step", "train_loss", *(f"train_{k}" for k in DPO_METRICS), "valid_loss",
+                       *(f"valid_{k}" for k in DPO_METRICS))
 
 
 def _num(x: float) -> str:
@@ -35,8 +39,12 @@ def _num(x: float) -> str:
 
 def metrics_message(m: dict) -> str:
     text = f"Step {m['step']}/{m['total_steps']}: training loss={_num(m['train_loss'])}"
+    if m.get("train_rewards_accuracy") is not None:  # DPO
+        text += f", rewards accuracy={_num(m['train_rewards_accuracy'])}"
     if m.get("valid_loss") is not None:
         text += f", validation loss={_num(m['valid_loss'])}"
+    if m.get("valid_rewards_accuracy") is not None:
+        text += f", validation rewards accuracy={_num(m['valid_rewards_accuracy'])}"
     return text
 
 
@@ -62,6 +70,8 @@ def training_config(settings: Settings, job: sqlite3.Row):
         n_epochs=hp.get("n_epochs", "auto"),
         batch_size=hp.get("batch_size", "auto"),
         learning_rate_multiplier=hp.get("learning_rate_multiplier", "auto"),
+        method=job["method_type"],
+        beta=hp.get("beta", "auto"),
         seed=job["seed"],
         keep_checkpoints=settings.keep_checkpoints,
         init_adapter=Path(job["init_adapter"]) if job["init_adapter"] else None,
@@ -100,7 +110,8 @@ class StoreCallbacks:
 
         try:
             resolved = json.loads((self.settings.jobs_dir / self.job["id"] / CONFIG_FILE).read_text(encoding="utf-8"))
-            hp = {k: resolved[k] for k in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+            keys = ("n_epochs", "batch_size", "learning_rate_multiplier") + (("beta",) if "beta" in resolved else ())
+            hp = {k: resolved[k] for k in keys}
         except (OSError, ValueError, KeyError) as e:
             log.warning("job %s: resolved hyperparameters not readable: %s", self.job["id"], e)
             return
@@ -116,16 +127,15 @@ class StoreCallbacks:
         return leases.control_state(self.conn, self.job["id"], self.worker_id)
 
 
-def write_results_csv(rows: list[dict], path: Path) -> None:
+def write_results_csv(rows: list[dict], path: Path, method: str = "supervised") -> None:
     """OpenAI's fine-tune-results file: one row per step; empty cells where a metric was not measured."""
+    columns = DPO_RESULTS_COLUMNS if method == "dpo" else RESULTS_COLUMNS
     with open(path, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
-        out.writerow(RESULTS_COLUMNS)
+        out.writerow(columns)
         for r in rows:
-            values = {"step": r["step"], "train_loss": r.get("train_loss"),
-                      "train_accuracy": r.get("train_mean_token_accuracy"), "valid_loss": r.get("valid_loss"),
-                      "valid_mean_token_accuracy": r.get("valid_mean_token_accuracy")}
-            out.writerow(["" if values[c] is None else values[c] for c in RESULTS_COLUMNS])
+            values = dict(r, train_accuracy=r.get("train_mean_token_accuracy"))
+            out.writerow(["" if values.get(c) is None else values[c] for c in columns])
 
 
 def _heartbeat_loop(settings: Settings, job_id: str, worker_id: str, done: threading.Event) -> None:
@@ -184,7 +194,7 @@ def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, work
     by_step.update({m["step"]: m for m in result.metrics})
     settings.blobs_dir.mkdir(parents=True, exist_ok=True)
     tmp = settings.blobs_dir / f".results-{job['id']}.csv"
-    write_results_csv([by_step[s] for s in sorted(by_step)], tmp)
+    write_results_csv([by_step[s] for s in sorted(by_step)], tmp, job["method_type"])
     results = add_file(conn, settings, project=job["project"], filename="step_metrics.csv",
                        purpose="fine-tune-results", src=tmp, validate=False)
     file_ids = [results["id"]]
