@@ -85,6 +85,24 @@ def test_hyperparameters_go_in_the_supervised_method(api, cli):
     }
 
 
+def test_method_dpo_sends_the_dpo_method_with_beta(api, cli):
+    api.on("POST", "/v1/fine_tuning/jobs", (200, JOB))
+    assert cli("fine_tuning.jobs.create", "-t", "file-abc123", "-m", "tiny", "--method", "dpo",
+               "--base-url", api.base_url).exit_code == 0
+    assert cli("fine_tuning.jobs.create", "-t", "file-abc123", "-m", "tiny", "--method", "dpo", "--beta", "0.3",
+               "--n-epochs", "2", "--base-url", api.base_url).exit_code == 0
+    assert api.requests[0].json()["method"] == {"type": "dpo", "dpo": {"hyperparameters": {}}}
+    assert api.requests[1].json()["method"] == {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 2,
+                                                                                         "beta": 0.3}}}
+
+
+@pytest.mark.parametrize("args, why", [(["--method", "rl"], "--method must be"),
+                                       (["--beta", "0.3"], "--beta applies to --method dpo only")])
+def test_bad_method_options_are_one_line_and_send_nothing(api, cli, args, why):
+    result = cli("fine_tuning.jobs.create", "-t", "file-abc123", "-m", "tiny", *args, "--base-url", api.base_url)
+    assert result.exit_code != 0 and why in result.stderr and api.requests == []
+
+
 def test_local_training_path_is_uploaded_first(api, cli, tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text('{"messages": []}\n')

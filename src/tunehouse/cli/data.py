@@ -67,8 +67,13 @@ def _stats_table(stats: dict, estimated: bool) -> Table:
     table = Table(title=f"Stats{note}", title_justify="left")
     for col in ("per example", "min", "p5", "median", "mean", "p95", "max", "total"):
         table.add_column(col, justify="left" if col == "per example" else "right")
-    for name, key in (("messages", "messages_per_example"), ("tokens", "tokens_per_example"),
-                      ("trained tokens", "trained_tokens_per_example")):
+    rows = [("messages", "messages_per_example"), ("tokens", "tokens_per_example"),
+            ("trained tokens", "trained_tokens_per_example")]
+    if "preferred_tokens_per_example" in stats:  # a preference file: each pair is two sequences
+        rows[1] = ("tokens (both sequences)", "tokens_per_example")
+        rows += [("preferred output tokens", "preferred_tokens_per_example"),
+                 ("non-preferred output tokens", "non_preferred_tokens_per_example")]
+    for name, key in rows:
         s = stats[key]
         table.add_row(name, *(_fmt(s[k]) for k in ("min", "p5", "median", "mean", "p95", "max", "total")))
     return table

@@ -7,7 +7,8 @@
 
 Error codes follow OpenAI's cookbook ("Data preparation and analysis for chat model fine-tuning") exactly:
 data_type, missing_messages_list, message_missing_key, message_unrecognized_key, unrecognized_role,
-missing_content, example_missing_assistant_message; plus invalid_weight and invalid_tool_call. Each check
+missing_content, example_missing_assistant_message; plus invalid_weight, invalid_tool_call and, for preference
+pairs, multiple_output_messages (an output must be exactly one assistant message). Each check
 reports every problem of the example, one entry per offending message, so users can fix a file in one pass.
 """
 
@@ -177,6 +178,48 @@ def _output(example: dict, name: str, alias: str) -> tuple[str, Any]:
     return (name, example[name]) if name in example else (alias, example.get(alias))
 
 
+def _blank_output(m: dict) -> str | None:
+    """Why an output message that check_message accepts still has no text to compare, or None.
+
+    check_message already reports missing or empty content; it accepts two cases a DPO output must not have:
+    whitespace-only text, and an assistant message with tool calls and null content (OpenAI's DPO trains on
+    text outputs only).
+    """
+    content = m.get("content")
+    if content is None:
+        calls = "tool_calls" in m or "function_call" in m
+        return "has tool calls but no text content" if calls and m.get("role") == "assistant" else None
+    if isinstance(content, list):
+        if not all(isinstance(p, dict) and isinstance(p.get("text"), str) for p in content):
+            return None  # check_message reported the malformed parts
+        content = "".join(p["text"] for p in content)
+    if isinstance(content, str) and content and not content.strip():
+        return "has only whitespace as content"
+    return None
+
+
+def check_output(value: Any, name: str, key: str) -> list[Problem]:
+    """One preference output (`key` as spelled in the file, `name` its canonical name): a list of exactly one
+    assistant message with non-blank text. OpenAI trains one assistant message per output."""
+    if not isinstance(value, list) or not value:
+        return [("example_missing_assistant_message", f"'{name}' must be a non-empty list of assistant messages")]
+    out: list[Problem] = []
+    if len(value) > 1:
+        out.append(("multiple_output_messages", f"'{key}' has {len(value)} messages; a preference output must be "
+                                                "exactly one assistant message"))
+    for i, m in enumerate(value):
+        at = f"{key}[{i}]"
+        out.extend(check_message(m, at))
+        if not isinstance(m, dict):
+            continue
+        if "role" in m and m.get("role") != "assistant":
+            out.append(("example_missing_assistant_message", f"{at} must be an assistant message"))
+        blank = _blank_output(m)
+        if blank:
+            out.append(("missing_content", f"{at} {blank}: the output must be non-empty text"))
+    return out
+
+
 def check_preference(example: dict) -> list[Problem]:
     inp = example.get("input")
     if not isinstance(inp, dict):
@@ -186,14 +229,7 @@ def check_preference(example: dict) -> list[Problem]:
     for name, alias in (("preferred_output", "preferred_completion"),
                         ("non_preferred_output", "non_preferred_completion")):
         key, value = _output(example, name, alias)
-        if not isinstance(value, list) or not value:
-            out.append(("example_missing_assistant_message", f"'{name}' must be a non-empty list of assistant "
-                                                             "messages"))
-            continue
-        for i, m in enumerate(value):
-            out.extend(check_message(m, f"{key}[{i}]"))
-            if isinstance(m, dict) and "role" in m and m.get("role") != "assistant":
-                out.append(("example_missing_assistant_message", f"{key}[{i}] must be an assistant message"))
+        out.extend(check_output(value, name, key))
     return out
 
 

@@ -8,7 +8,8 @@ its system prompt. Rules, each with its own code:
   Chinese/Japanese character counts as a word, as those scripts do not put spaces between words);
 - refusal: a trained answer containing a refusal phrase ("I cannot", "As an AI", ...);
 - last_message_not_assistant: the chat ends with another role, which is never trained on;
-- no_trained_tokens: every assistant message has weight 0.
+- no_trained_tokens: every assistant message has weight 0;
+- identical_outputs (preference pairs): the preferred and non-preferred outputs say the same thing.
 File-level warnings (duplicates, inconsistent system prompts, train/validation overlap, longer than the
 context) need state across examples and live in tunehouse.data.validation.
 """
@@ -75,6 +76,26 @@ def _answer_warnings(answers: list[dict], out: list[tuple[str, str]]) -> None:
         out.append(("no_trained_tokens", "every assistant message has weight 0: nothing in this example is trained"))
 
 
+def _output_message(example: dict, name: str) -> dict:
+    """The one message of a valid pair's output `name` (or its `*_completion` alias)."""
+    output = example.get(name) or example.get(name.replace("output", "completion"))
+    return output[0]
+
+
+def check_identical_outputs(example: dict) -> list[tuple[str, str]]:
+    """A VALID pair whose two outputs are the same text (after stripping) and the same tool calls teaches
+    nothing: both log-probability ratios are equal, so DPO's gradient for it is zero. A warning, not an error:
+    one such pair only wastes compute, it should not fail a whole job."""
+    chosen, rejected = _output_message(example, "preferred_output"), _output_message(example, "non_preferred_output")
+    if _text(chosen.get("content")).strip() != _text(rejected.get("content")).strip():
+        return []
+    for key in ("tool_calls", "function_call"):
+        if chosen.get(key) != rejected.get(key):
+            return []
+    return [("identical_outputs", "preferred_output and non_preferred_output have the same text: the pair "
+                                  "teaches nothing (DPO's gradient is zero for it)")]
+
+
 def scan_example(example: dict, fmt: str) -> tuple[list[tuple[str, str]], str | None]:
     """(every per-example warning as (code, message), the system/developer prompt or None) of a valid example."""
     out: list[tuple[str, str]] = []
@@ -84,6 +105,7 @@ def scan_example(example: dict, fmt: str) -> tuple[list[tuple[str, str]], str | 
     if fmt == "preference":
         messages = example["input"]["messages"]
         answers = example.get("preferred_output") or example.get("preferred_completion") or []
+        out.extend(check_identical_outputs(example))
     else:
         messages, answers = example["messages"], []
     system = short = None

@@ -9,6 +9,11 @@ content (plus the JSON of its tool calls) plus a fixed overhead for its turn mar
 (3 tokens) and `<end_of_turn>\\n` (2 tokens); system/developer text is folded into the first user turn (1 token
 for the blank line); one `<bos>` per example; an example's `tools` JSON is counted once. Trained tokens are the
 contents of assistant messages with weight != 0 plus their `<end_of_turn>` (1 token), as render's masks do.
+
+A preference (DPO) pair is two sequences, as tunehouse.data.render.preference_chats builds them: prompt +
+preferred output and prompt + non-preferred output. The prompt is tokenized once and counted in both; its
+assistant turns are context (untrained); each output's content and `<end_of_turn>` are trained, whatever its
+weight (`pair_sequences`).
 """
 
 from __future__ import annotations
@@ -62,17 +67,24 @@ def _text(content: Any) -> str:
 
 
 # Segment kinds: a trained text, an untrained one, and an untrained one that usually repeats across examples
-# (system/developer prompts, tool schemas), whose count the validator caches instead of re-tokenizing.
-UNTRAINED, TRAINED, SHARED = 0, 1, 2
+# (system/developer prompts, tool schemas), whose count the validator caches instead of re-tokenizing. In a
+# preference pair, TRAINED is the preferred output and NON_PREFERRED the non-preferred one (trained as well,
+# in the pair's second sequence); the other kinds are the prompt, which is in both sequences.
+UNTRAINED, TRAINED, SHARED, NON_PREFERRED = 0, 1, 2, 3
 
 
-def _message_segments(m: dict, out: list[tuple[str, int]]) -> int:
-    """Append (text, kind) segments of one message; return its fixed overhead in tokens."""
+def _message_segments(m: dict, out: list[tuple[str, int]], kind: int | None = None) -> int:
+    """Append (text, kind) segments of one message; return its fixed overhead in tokens.
+
+    `kind` forces the kind of a non-system message (preference prompts and outputs); None derives it from
+    the role and weight, as for chat.
+    """
     role = m.get("role")
     if role in ("system", "developer"):
         out.append((_text(m.get("content")), SHARED))
         return FOLDED_OVERHEAD
-    kind = TRAINED if role == "assistant" and m.get("weight", 1) != 0 else UNTRAINED
+    if kind is None:
+        kind = TRAINED if role == "assistant" and m.get("weight", 1) != 0 else UNTRAINED
     out.append((_text(m.get("content")), kind))
     calls = m.get("tool_calls") or m.get("function_call")
     if calls:
@@ -81,20 +93,18 @@ def _message_segments(m: dict, out: list[tuple[str, int]]) -> int:
 
 
 def example_segments(example: dict, fmt: str) -> tuple[list[tuple[str, int]], int, int]:
-    """(segments [(text, kind)], overhead tokens, trained overhead tokens) of a VALID example."""
+    """(segments [(text, kind)], overhead tokens, trained overhead tokens) of a VALID chat or completion example.
+
+    Preference pairs are two sequences: see preference_segments.
+    """
+    if fmt == "preference":
+        raise ValueError("a preference pair is two sequences: use preference_segments")
     segments: list[tuple[str, int]] = []
     overhead, trained_overhead = BOS_TOKENS, 0
     if fmt == "completion":
         segments = [(example["prompt"], UNTRAINED), (example["completion"], TRAINED)]
         return segments, overhead, 0
-    if fmt == "preference":
-        inp = example["input"]
-        messages = list(inp["messages"])
-        tools = inp.get("tools")
-        for key in ("preferred_output", "non_preferred_output"):
-            messages += example.get(key) or example.get(key.replace("output", "completion")) or []
-    else:
-        messages, tools = example["messages"], example.get("tools")
+    messages, tools = example["messages"], example.get("tools")
     if tools:
         segments.append((json.dumps(tools, ensure_ascii=False), SHARED))
     for m in messages:
@@ -103,3 +113,34 @@ def example_segments(example: dict, fmt: str) -> tuple[list[tuple[str, int]], in
             trained_overhead += TRAINED_OVERHEAD
     # The trained <end_of_turn> is one of the turn's own overhead tokens, so `overhead` already counts it.
     return segments, overhead, trained_overhead
+
+
+def preference_segments(example: dict) -> tuple[list[tuple[str, int]], int]:
+    """(segments [(text, kind)], prompt overhead tokens) of a VALID preference pair.
+
+    Prompt segments are UNTRAINED or SHARED (its assistant turns are context, as render makes them weight 0);
+    the preferred output's are TRAINED, the non-preferred output's NON_PREFERRED. The overhead is the prompt's
+    (`<bos>` and its turn markers); pair_sequences adds each output's own turn markers.
+    """
+    inp = example["input"]
+    segments: list[tuple[str, int]] = []
+    if inp.get("tools"):
+        segments.append((json.dumps(inp["tools"], ensure_ascii=False), SHARED))
+    overhead = BOS_TOKENS
+    for m in inp["messages"]:
+        overhead += _message_segments(m, segments, UNTRAINED)
+    for name, kind in (("preferred_output", TRAINED), ("non_preferred_output", NON_PREFERRED)):
+        output = example.get(name) or example.get(name.replace("output", "completion"))
+        for m in output:  # exactly one message in a valid pair
+            _message_segments(m, segments, kind)
+    return segments, overhead
+
+
+def pair_sequences(prompt: int, preferred: int, non_preferred: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((tokens, trained tokens) of prompt + preferred, the same of prompt + non-preferred).
+
+    prompt: the prompt's tokens with its overhead; preferred / non_preferred: the tokens of each output's
+    texts. Each output adds its turn markers (TURN_OVERHEAD), of which its `<end_of_turn>` is trained.
+    """
+    return ((prompt + TURN_OVERHEAD + preferred, preferred + TRAINED_OVERHEAD),
+            (prompt + TURN_OVERHEAD + non_preferred, non_preferred + TRAINED_OVERHEAD))

@@ -21,7 +21,16 @@ from tunehouse.data.formats import check_example, detect_format
 from tunehouse.data.jsonl import read_jsonl
 from tunehouse.data.quality import scan_example
 from tunehouse.data.stats import Distribution
-from tunehouse.data.tokens import SHARED, TRAINED, CountTokens, estimate_tokens, example_segments
+from tunehouse.data.tokens import (
+    NON_PREFERRED,
+    SHARED,
+    TRAINED,
+    CountTokens,
+    estimate_tokens,
+    example_segments,
+    pair_sequences,
+    preference_segments,
+)
 
 MIN_EXAMPLES = 10  # OpenAI's minimum for a training file
 # Error codes that do not make an uploaded file unusable: OpenAI uploads it and fails the job instead.
@@ -123,10 +132,11 @@ class _Scan:
         self.seen: dict[int, int] = {}
         self.systems: dict[str, list[int]] = {}  # text -> [count, first line]
         self.n_messages, self.tokens, self.trained = Distribution(), Distribution(), Distribution()
+        self.preferred, self.non_preferred = Distribution(), Distribution()  # trained tokens of each DPO output
         self.tokens_per_epoch = self.supervised_per_epoch = self.over_context = 0
         self.texts: list[str] = []
-        # (line, first text, n texts, trained mask, overhead, trained overhead, indices of shared texts)
-        self.pending: list[tuple[int, int, int, tuple[bool, ...], int, int, tuple[int, ...]]] = []
+        # (line, first text, n texts, segment kinds, overhead, trained overhead, indices of shared texts, is a pair)
+        self.pending: list[tuple[int, int, int, tuple[int, ...], int, int, tuple[int, ...], bool]] = []
         self.shared: dict[str, int] = {}  # token counts of repeated system prompts / tool schemas
         self.sharing: dict[str, int] = {}  # shared texts of the current batch -> index in self.texts
         self.fatal = False
@@ -158,8 +168,17 @@ class _Scan:
         for code, message in warnings:
             self.log.add(n, code, "warning", message)
         self._track(n, item.raw, value, fmt, system)
-        segments, overhead, trained_overhead = example_segments(value, fmt)
-        start, mask, extra = len(self.texts), [], []
+        if fmt == "preference":
+            segments, overhead = preference_segments(value)
+            self._queue(n, segments, overhead, 0, True)
+        else:
+            segments, overhead, trained_overhead = example_segments(value, fmt)
+            self._queue(n, segments, overhead, trained_overhead, False)
+
+    def _queue(self, n: int, segments: list[tuple[str, int]], overhead: int, trained_overhead: int,
+               pair: bool) -> None:
+        """Queue an example's texts for the next batched count; repeated shared texts are counted once."""
+        start, kinds, extra = len(self.texts), [], []
         for text, kind in segments:
             if kind == SHARED:
                 known = self.shared.get(text)
@@ -173,8 +192,8 @@ class _Scan:
                 if len(self.shared) + len(self.sharing) < MAX_SYSTEM_PROMPTS:
                     self.sharing[text] = len(self.texts)
             self.texts.append(text)
-            mask.append(kind == TRAINED)
-        self.pending.append((n, start, len(mask), tuple(mask), overhead, trained_overhead, tuple(extra)))
+            kinds.append(kind)
+        self.pending.append((n, start, len(kinds), tuple(kinds), overhead, trained_overhead, tuple(extra), pair))
         if len(self.texts) >= BATCH_TEXTS:
             self.flush()
 
@@ -209,22 +228,54 @@ class _Scan:
             self.shared[text] = counts[i]
         self.sharing = {}
         ctx = self.context_length
-        for n, start, size, mask, overhead, trained_overhead, extra in self.pending:
+        for n, start, size, kinds, overhead, trained_overhead, extra, pair in self.pending:
             chunk = counts[start:start + size]
-            total = overhead + sum(chunk) + sum(counts[i] for i in extra)
-            trained = trained_overhead + sum(c for c, m in zip(chunk, mask, strict=True) if m)
+            untrained = overhead + sum(counts[i] for i in extra)
+            if pair:
+                self._add_pair(n, chunk, kinds, untrained)
+                continue
+            total = untrained + sum(chunk)
+            trained = trained_overhead + sum(c for c, k in zip(chunk, kinds, strict=True) if k == TRAINED)
             self.tokens.add(total)
             self.trained.add(trained)
             # Truncation keeps the first `ctx` tokens; the trained share of those is approximated by a cap.
             kept = min(total, ctx) if ctx else total
             self.tokens_per_epoch += kept
             self.supervised_per_epoch += min(trained, kept)
-            if ctx and total > ctx:
-                self.over_context += 1
-                about = "" if self.counted else "~"
-                self.log.add(n, "too_long", "warning",
-                             f"{about}{total} tokens > context length {ctx}: the example will be truncated")
+            if kept < total:
+                self._too_long(n, total, "")
         self.texts, self.pending = [], []
+
+    def _add_pair(self, n: int, chunk: list[int], kinds: tuple[int, ...], prompt: int) -> None:
+        """Count a DPO pair as what training runs: two sequences (prompt + each output), each truncated alone."""
+        preferred = non_preferred = 0
+        for c, k in zip(chunk, kinds, strict=True):
+            if k == TRAINED:
+                preferred += c
+            elif k == NON_PREFERRED:
+                non_preferred += c
+            else:
+                prompt += c
+        sides = pair_sequences(prompt, preferred, non_preferred)
+        self.preferred.add(sides[0][1])
+        self.non_preferred.add(sides[1][1])
+        self.tokens.add(sides[0][0] + sides[1][0])
+        self.trained.add(sides[0][1] + sides[1][1])
+        ctx = self.context_length
+        for total, trained in sides:
+            kept = min(total, ctx) if ctx else total
+            self.tokens_per_epoch += kept
+            # The output ends the sequence, so truncation cuts the trained tokens first.
+            self.supervised_per_epoch += max(0, trained - (total - kept))
+        longest = max(sides[0][0], sides[1][0])
+        if ctx and longest > ctx:
+            self._too_long(n, longest, " (prompt + the longer output)")
+
+    def _too_long(self, n: int, total: int, what: str) -> None:
+        self.over_context += 1
+        about = "" if self.counted else "~"
+        self.log.add(n, "too_long", "warning", f"{about}{total} tokens{what} > context length {self.context_length}: "
+                                               "the example will be truncated")
 
     def finish(self, path: Path, is_validation: bool) -> None:
         self.flush()
@@ -244,7 +295,7 @@ class _Scan:
 
 
 def _summaries(scan: _Scan, counted: bool) -> dict:
-    return {
+    stats = {
         "examples": scan.examples,
         "valid_examples": scan.valid,
         "messages_per_example": scan.n_messages.summary(),
@@ -259,6 +310,11 @@ def _summaries(scan: _Scan, counted: bool) -> dict:
         "duplicates": scan.log.counts["warning"]["duplicate_example"],
         "percentiles_sampled": not scan.tokens.exact,
     }
+    if scan.format == "preference":
+        # A pair is two sequences: tokens_per_example counts the prompt twice; trained = preferred + non-preferred.
+        stats["preferred_tokens_per_example"] = scan.preferred.summary()
+        stats["non_preferred_tokens_per_example"] = scan.non_preferred.summary()
+    return stats
 
 
 def _scan_file(path: Path, count: CountTokens, counted: bool, context_length: int | None,

@@ -48,6 +48,10 @@ def migrate_job(source: openai.OpenAI, target: openai.OpenAI | None, job: Source
     hooks = hooks or Hooks()
     result = Migration(job.id, job.fine_tuned_model)
     try:
+        if options.distill_prompts is not None and job.method == "dpo":
+            # The teacher's answers are chats; a DPO job trains on preference pairs, so they cannot join its file.
+            raise MigrationError("--distill-prompts adds chats to the training file, but this is a DPO job "
+                                 "(preference pairs); migrate it without --distill-prompts")
         plan = _plan(source, job, options, result)
         result.plan = plan_summary(plan)
         result.notes += plan.notes
