@@ -83,3 +83,50 @@ def test_eval_against_the_in_process_server_prints_json_and_writes_reports(setti
     assert summary["model"]["loss"] == pytest.approx(summary["baseline"]["loss"], rel=1e-4)
     assert summary["model"]["loss"] > 3
     assert (out / "report.md").is_file() and (out / "report.json").is_file() and (out / "metrics.png").is_file()
+
+
+def test_schema_or_json_metric_on_preference_pairs_is_a_clear_error(run, tmp_path):
+    from tests.tiny import FIXTURES
+
+    schema = tmp_path / "schema.json"
+    schema.write_text('{"type": "object"}')
+    pairs = str(FIXTURES / "identity_pairs_heldout.jsonl")
+    for extra in (["--schema", str(schema)], ["--metrics", "json"]):
+        result = run("--model", "a", "--baseline", "b", "--test", pairs, *extra)
+        assert result.exit_code == 1 and "preference pairs, which are scored, not answered" in result.output
+
+
+def test_a_file_mixing_chats_and_pairs_names_the_line(run, tmp_path, test_file):
+    from tests.tiny import FIXTURES
+
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text((FIXTURES / "identity_pairs_heldout.jsonl").read_text().splitlines()[0] + "\n"
+                     + test_file.read_text())
+    result = run("--model", "a", "--baseline", "b", "--test", str(mixed))
+    assert result.exit_code == 1 and "line 2: a chat example in a file of preference pairs" in result.output
+
+
+def test_eval_on_preference_pairs_against_the_in_process_server(settings, tmp_path):
+    """The real path for pairs: echo/logprobs scoring on the server equals scoring in this process."""
+    from tests.tiny import FIXTURES
+    from tunehouse.eval.job_eval import InProcessBackend
+
+    test = tmp_path / "pairs.jsonl"
+    test.write_text("\n".join((FIXTURES / "identity_pairs_heldout.jsonl").read_text().splitlines()[:3]) + "\n")
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["eval", "--model", "tiny-gemma", "--baseline", "tiny-gemma", "--test", str(test),
+                                      "--json", "--out", str(out), "--data-dir", str(settings.data_dir)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert set(summary) == {"model", "baseline", "n"} and summary["n"] == 3
+    acc, margin = summary["model"]["preference_accuracy"], summary["model"]["preference_margin"]
+    assert acc in (0.0, 1 / 3, 2 / 3, 1.0) and margin is not None and summary["model"]["exact_match"] is None
+    assert summary["baseline"]["preference_margin"] == pytest.approx(margin, rel=1e-4)  # the same model twice
+    report = json.loads((out / "report.json").read_text())
+    assert "preference accuracy" in (out / "report.md").read_text()
+    backend = InProcessBackend(settings, {"tiny-gemma": ("tiny-gemma", None)})
+    for row in report["examples"]:
+        for side in ("preferred", "non_preferred"):
+            nll, n = backend.score("tiny-gemma", row["prompt"], row[side], "auto")
+            assert row["model"][f"logp_{side}"] == pytest.approx(-nll, rel=1e-3, abs=1e-2)
+            assert row["model"][f"{side}_tokens"] == n

@@ -83,3 +83,62 @@ def test_evaluate_job_writes_a_report_and_an_event(trained, tmp_path):
     message, data = evaluation_event(result)
     assert message.startswith("Evaluation on 3 validation examples: exact match")
     assert "reference loss" in message and data["model"]["exact_match"] is not None
+
+
+@pytest.fixture(scope="module")
+def dpo_trained(trained, tiny_model_dir):
+    """A DPO adapter on the tiny model, trained on 8 identity pairs (the preferred output names Gemma-FT by
+    LocalLab, the non-preferred Gemma by Google DeepMind), and those pairs as the job's validation file."""
+    from tunehouse.training.config import TrainingConfig
+    from tunehouse.training.engine import train
+
+    settings, _, _ = trained
+    pairs = settings.data_dir.parent / "pairs.jsonl"
+    lines = (FIXTURES / "identity_pairs_heldout.jsonl").read_text(encoding="utf-8").splitlines()[:8]
+    pairs.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    config = TrainingConfig(base_model="tiny-gemma", base_model_dir=tiny_model_dir,
+                            training_file=pairs, output_dir=settings.data_dir.parent / "dpo-job", method="dpo",
+                            beta=0.1, n_epochs=4, batch_size=4, learning_rate_multiplier=10.0, max_length=128,
+                            seed=1, device="cpu")
+    result = train(config, _Quiet())
+    assert result.status == "succeeded"
+    return settings, result.adapter_dir, pairs
+
+
+def test_a_dpo_jobs_validation_pairs_are_scored_in_process(dpo_trained, tmp_path):
+    settings, adapter, pairs = dpo_trained
+    result = evaluate_job(settings, "tiny-gemma", adapter, pairs, tmp_path / "eval", model_id="ft:dpo")
+    s = result.summary()
+    assert s["n"] == 8 and result.is_preference
+    assert s["model"]["preference_margin"] > s["baseline"]["preference_margin"] + 1.0  # DPO raised the margin
+    assert s["model"]["preference_accuracy"] >= s["baseline"]["preference_accuracy"]
+    message, data = evaluation_event(result)
+    acc = "preference_accuracy"
+    assert message.startswith(f"Evaluation on 8 validation pairs: preference accuracy "
+                              f"{100 * s['model'][acc]:.1f}% vs {100 * s['baseline'][acc]:.1f}% for tiny-gemma (")
+    assert "preference margin" in message and data["model"][acc] == s["model"][acc]
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["test_format"] == "preference" and len(report["examples"]) == 8
+
+
+def test_in_process_pair_scores_equal_training_sequence_logps(dpo_trained):
+    """The pair is rendered and its tokens counted exactly as DPO training does (same log-probs of the base)."""
+    import torch
+
+    from tunehouse.base_models import load_base_model
+    from tunehouse.training.batches import encode_file
+    from tunehouse.training.loss import sequence_logps
+
+    settings, adapter, pairs = dpo_trained
+    backend = InProcessBackend(settings, {"base": ("tiny-gemma", None)})
+    result = evaluate(backend, "base", "base", pairs, max_examples=3)
+    model, tok, family = load_base_model(settings, "tiny-gemma", torch.device("cpu"), torch.float32)
+    encoded = encode_file(pairs, lambda t: tok.encode(t, add_special_tokens=False), family, 1024, method="dpo")
+    with torch.no_grad():
+        for score, pair in zip(result.model_run.pair_scores, encoded[:3], strict=True):
+            for logp, n, side in ((score.logp_preferred, score.preferred_tokens, pair.chosen),
+                                  (score.logp_non_preferred, score.non_preferred_tokens, pair.rejected)):
+                ids = torch.tensor([side.input_ids])
+                expected = float(sequence_logps(model, ids, torch.ones_like(ids), torch.tensor([side.labels])))
+                assert logp == pytest.approx(expected, rel=1e-4, abs=1e-3)
+                assert n == sum(label != -100 for label in side.labels)

@@ -89,3 +89,24 @@ def test_rates_skip_examples_where_a_rule_does_not_apply():
     assert s["pass_rate"] == 0.5
     assert s["json_valid"] is None and s["loss"] is None
     assert s["latency_s"] == 2.0 and s["completion_tokens"] == 5.0
+
+
+def test_preference_accuracy_is_the_share_of_pairs_with_the_preferred_output_strictly_more_likely():
+    assert m.preference_accuracy([(-1.0, -2.0), (-3.0, -2.0), (-5.0, -9.0), (-4.0, -4.5)]) == 0.75
+    assert m.preference_accuracy([(-2.0, -2.0)]) == 0.0  # a tie is no preference
+    assert m.preference_accuracy([]) is None
+
+
+def test_preference_margin_is_the_mean_log_prob_difference():
+    assert m.preference_margin([(-1.0, -2.0), (-3.0, -2.0), (-5.0, -9.0)]) == pytest.approx((1 - 1 + 4) / 3)
+    assert m.preference_margin([]) is None
+
+
+def test_pair_summary_has_the_same_keys_as_an_answer_summary():
+    s = m.summarize_pairs([(-2.0, -4.0), (-6.0, -3.0)], [(2.0, 4), (6.0, 4)])
+    assert set(s) == set(m.summarize([], [], [], [], None)) == set(m.ALL_METRICS)
+    assert s["preference_accuracy"] == 0.5 and s["preference_margin"] == pytest.approx(-0.5)
+    assert s["loss"] == pytest.approx(1.0) and s["perplexity"] == pytest.approx(math.e)  # of the preferred outputs
+    assert s["exact_match"] is None and s["latency_s"] is None  # nothing is generated
+    na = m.summarize_pairs(None, None)
+    assert na["preference_accuracy"] is None and na["preference_margin"] is None and na["loss"] is None

@@ -17,8 +17,6 @@ from tests.conftest import TINY
 from tests.migration.live import OPENAI_BASE, REFUSAL, DownloadGate, client, gated_server, make_settings, upload, wait
 from tests.tiny import FIXTURES
 from tunehouse.cli.local_server import local_server
-from tunehouse.migration.job_migration import MigrateOptions, migrate_job
-from tunehouse.migration.source import read_job
 
 METADATA = {"team": "support", "ticket": "T-42"}
 MAP = f"{OPENAI_BASE}={TINY}"
@@ -30,6 +28,7 @@ class Source:
     gate: DownloadGate
     with_valid: dict  # succeeded job with a validation file
     no_valid: dict  # succeeded job without one
+    dpo: dict  # succeeded DPO job (preference pairs, with held-out pairs)
     files: Path  # the uploaded files, by the names the source knows them
 
 
@@ -39,8 +38,10 @@ def source(tmp_path_factory, tiny_model_dir):
     lines = (FIXTURES / "identity_chat.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     files = root / "files"
     files.mkdir()
+    pairs = (FIXTURES / "identity_pairs_train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     for name, part in (("support_train.jsonl", lines[:12]), ("support_valid.jsonl", lines[12:18]),
-                       ("faq_train.jsonl", lines[20:36])):
+                       ("faq_train.jsonl", lines[20:36]), ("prefs_train.jsonl", pairs[:12]),
+                       ("prefs_valid.jsonl", pairs[40:44])):
         (files / name).write_text("".join(part), encoding="utf-8")
     settings = make_settings(root / "data", tiny_model_dir, names=(OPENAI_BASE,))
     with gated_server(settings) as (url, gate):
@@ -54,7 +55,11 @@ def source(tmp_path_factory, tiny_model_dir):
                                       method={"type": "supervised", "supervised": {"hyperparameters": hp}})
         b = c.fine_tuning.jobs.create(model=OPENAI_BASE, training_file=faq, suffix="faq", seed=7,
                                       hyperparameters=hp)
-        yield Source(url, gate, wait(c, a.id), wait(c, b.id), files)
+        prefs, prefs_valid = (upload(c, files / n) for n in ("prefs_train.jsonl", "prefs_valid.jsonl"))
+        d = c.fine_tuning.jobs.create(model=OPENAI_BASE, training_file=prefs, validation_file=prefs_valid,
+                                      suffix="prefs", seed=99,
+                                      method={"type": "dpo", "dpo": {"hyperparameters": {**hp, "beta": 0.2}}})
+        yield Source(url, gate, wait(c, a.id), wait(c, b.id), wait(c, d.id), files)
 
 
 @pytest.fixture
@@ -193,14 +198,23 @@ def test_refused_download_without_copies_names_the_missing_files(cli, source, tm
     assert client(target).files.list().data == []
 
 
-def test_dpo_job_is_tried_and_skipped_with_the_target_reason(source, target, tmp_path):
-    job = read_job(source.with_valid)
-    job.method, job.hyperparameters = "dpo", {"beta": 0.1}
-    options = MigrateOptions(model=TINY, out_dir=tmp_path, evaluate=False, poll_seconds=0.2)
-    result = migrate_job(client(source.url), client(target), job, options)
-    assert result.status == "skipped" and result.job is None
-    assert "the target refused the job: Fine-tuning method 'dpo' is not supported yet" in result.skipped
-    assert "HTTP 400" in result.skipped
+def test_a_dpo_job_migrates_with_its_method_and_beta_and_parity_on_held_out_pairs(cli, source, target, tmp_path):
+    src = source.dpo
+    assert src["status"] == "succeeded" and src["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
+    result = cli("migrate", "--job", src["id"], "--from-base-url", source.url, "--from-api-key", "x",
+                 "--base-url", target, "--model-map", MAP, "--max-eval-examples", "3", "--poll-seconds", "0.2",
+                 "--out", str(tmp_path / "report"), "--json")
+    assert result.exit_code == 0, result.stdout + result.stderr
+    (m,) = json.loads(result.stdout)["migrations"]
+    assert m["status"] == "succeeded" and m["skipped"] is None
+    job = client(target).fine_tuning.jobs.retrieve(m["job"]).model_dump()
+    assert job["method"] == src["method"] and job["method"]["type"] == "dpo"  # resolved values, beta included
+    assert _content(target, job["training_file"]) == _content(source.url, src["training_file"])
+    assert job["seed"] == 99 and job["metadata"]["migrated_from"] == src["id"]
+    evaluation = m["evaluation"]
+    assert evaluation["n"] == 3
+    assert evaluation["model"]["preference_accuracy"] is not None
+    assert evaluation["baseline"]["preference_accuracy"] is not None
 
 
 def test_unmapped_source_model_is_skipped_with_reason(cli, source, target, tmp_path):

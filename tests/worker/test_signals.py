@@ -54,14 +54,16 @@ def trained(tmp_path, tiny_model_dir):
     """A live server whose worker has run one job with a validation file (so the in-job evaluation) to success."""
     server = LiveServer(make_data_dir(tmp_path, tiny_model_dir), worker=True,
                         env={"TUNEHOUSE_WORKER_POLL_SECONDS": "0.5"}).start()
-    client = sdk_client(server, SchemaLog())
-    job = _job(client, tmp_path, 3, "first")
-    wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status in ("succeeded", "failed"), 120)
-    assert client.fine_tuning.jobs.retrieve(job.id).status == "succeeded"
-    assert any(m.startswith("Evaluation on 3 validation examples") for m in _events(client, job.id))
-    yield server, client
-    server.kill()
-    server.stop()
+    try:  # a failed setup must not leave the server and its worker running
+        client = sdk_client(server, SchemaLog())
+        job = _job(client, tmp_path, 3, "first")
+        wait_for(lambda: client.fine_tuning.jobs.retrieve(job.id).status in ("succeeded", "failed"), 120)
+        assert client.fine_tuning.jobs.retrieve(job.id).status == "succeeded"
+        assert any(m.startswith("Evaluation on 3 validation examples") for m in _events(client, job.id))
+        yield server, client
+    finally:
+        server.kill()
+        server.stop()
 
 
 def _send(server: LiveServer, target: str, sig: signal.Signals) -> psutil.Process:

@@ -76,9 +76,9 @@ def make_progress() -> Progress:
 
 
 def run_evaluation(client, model: str, baseline: str, test: Path, options, max_examples: int | None,
-                   quiet: bool = False, baseline_client=None):
-    """Evaluate through `client` (the baseline through `baseline_client` when given) with a progress bar;
-    attach the job and its loss curve when known."""
+                   quiet: bool = False, baseline_client=None, verb: str = "answering"):
+    """Evaluate through `client` (the baseline through `baseline_client` when given) with a progress bar
+    (`verb`: what the bar says each model is doing); attach the job and its loss curve when known."""
     from tunehouse.eval.comparison import evaluate
     from tunehouse.eval.openai_backend import OpenAIBackend, fetch_results_csv, find_job
 
@@ -89,7 +89,7 @@ def run_evaluation(client, model: str, baseline: str, test: Path, options, max_e
             if progress is None:
                 return
             if label not in tasks:
-                tasks[label] = progress.add_task(f"{label:8s} answering", total=total)
+                tasks[label] = progress.add_task(f"{label:8s} {verb}", total=total)
             progress.update(tasks[label], completed=done)
 
         baseline_backend = OpenAIBackend(baseline_client) if baseline_client is not None else None
@@ -104,14 +104,15 @@ def run_evaluation(client, model: str, baseline: str, test: Path, options, max_e
 
 
 def print_result(result, out_paths: dict | None) -> None:
-    from tunehouse.eval.report import comparison_table, failures_table
+    from tunehouse.eval.report import all_passed_text, comparison_table, failures_table
 
     console.print(comparison_table(result))
     failures = failures_table(result)
     if failures is not None:
         console.print(failures)
     else:
-        console.print("[green]The model passed every example.[/]")
+        scored = not result.is_preference or result.model_run.metrics.get("preference_accuracy") is not None
+        console.print(all_passed_text(result), style="green" if scored else None, markup=False)
     if out_paths:
         console.print(f"Report: {escape(str(out_paths['md']))} (and report.json, "
                       f"{', '.join(p.name for k, p in out_paths.items() if k not in ('md', 'json'))})")
@@ -126,7 +127,9 @@ def default_out_dir(model: str) -> Path:
 def eval_command(
     model: Annotated[str, typer.Option("--model", "-m", help="The model to evaluate, e.g. ft:gemma-3-270m:...")],
     test: Annotated[Path, typer.Option("--test", "-t", help="Test set: chat JSONL; the last assistant message "
-                                       "is the reference, or give per-example `expected_patterns`")],
+                                       "is the reference, or give per-example `expected_patterns`. Or preference "
+                                       "pairs (DPO's format): both outputs of each pair are scored, nothing is "
+                                       "generated, giving preference accuracy and margin")],
     baseline: Annotated[str | None, typer.Option("--baseline", "-b", help="Model to compare with (default: the "
                                                  "base of an ft: model)")] = None,
     metrics: Annotated[str | None, typer.Option("--metrics", help="Optional metrics to compute, comma-separated: "
@@ -156,7 +159,7 @@ def eval_command(
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data dir of the in-process server")] = None,
 ) -> None:
     """Compare a model with its baseline on a test set: side-by-side metrics, worst failures, report files."""
-    from tunehouse.eval.comparison import EvalError, EvalOptions, load_examples
+    from tunehouse.eval.comparison import EvalError, EvalOptions, Example, load_test_set
     from tunehouse.eval.metrics import check_schema
     from tunehouse.eval.report import write_report
 
@@ -173,10 +176,11 @@ def eval_command(
         except (OSError, ValueError) as e:
             fail(f"--schema {schema}: {e}")
     try:
-        examples = load_examples(test, max_examples)
+        examples = load_test_set(test, max_examples)
     except EvalError as e:
         fail(f"{test}: {e}")
-    check_json = "json" in wanted or ("auto-json" in wanted and _all_json(examples))
+    pairs = not isinstance(examples[0], Example)
+    check_json = _check_json(test, examples, wanted, schema_obj, pairs)
     options = EvalOptions(temperature=temperature, max_tokens=max_tokens, check_json=check_json, schema=schema_obj,
                           score_loss="loss" in wanted, template=template)
     with open_client(base_url, api_key, data_dir) as client:
@@ -186,7 +190,7 @@ def eval_command(
                                                   api_key=baseline_api_key or client.api_key)
         try:
             result = run_evaluation(client, model, baseline, test, options, max_examples, quiet=as_json,
-                                    baseline_client=baseline_client)
+                                    baseline_client=baseline_client, verb="scoring pairs" if pairs else "answering")
         except EvalError as e:
             fail(str(e))
     paths = write_report(result, out or default_out_dir(model))
@@ -194,6 +198,14 @@ def eval_command(
         sys.stdout.write(json.dumps(result.summary(), indent=2) + "\n")
         return
     print_result(result, paths)
+
+
+def _check_json(test: Path, examples, wanted: set[str], schema_obj: dict | None, pairs: bool) -> bool:
+    """Whether to grade answers as JSON; preference pairs are scored, not answered, so JSON options are refused."""
+    if pairs and (schema_obj is not None or "json" in wanted):
+        fail(f"{test} holds preference pairs, which are scored, not answered: --schema and --metrics json grade "
+             "generated answers (use a chat test file)")
+    return not pairs and ("json" in wanted or ("auto-json" in wanted and _all_json(examples)))
 
 
 def _all_json(examples) -> bool:

@@ -5,6 +5,8 @@ official `openai` SDK, so the same code scores a tunehouse model, a model on any
 an OpenAI model. Loss/perplexity of the reference come from `/v1/completions` with `echo` + `logprobs`
 (lm-evaluation-harness's way) on the prompt rendered in the model's chat format; backends that cannot do
 this report them as n/a, with the reason (`ScoreUnavailable`) in the result's notes, instead of failing.
+
+A test file of preference pairs (DPO's format) is scored instead of answered: see `tunehouse.eval.preference`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from tunehouse.data.formats import detect_format
 from tunehouse.eval import metrics as m
+
+if TYPE_CHECKING:  # preference builds on this module's types; importing it here at run time would be a cycle
+    from tunehouse.eval.preference import PairScore, PreferencePair
 
 Progress = Callable[[str, int, int], None]  # (label, done, total)
 
@@ -73,37 +79,71 @@ class Backend(Protocol):
 
     def generate(self, model: str, messages: list[dict], max_tokens: int, temperature: float) -> Generation: ...
 
-    def score(self, model: str, messages: list[dict], reference: str, template: str) -> tuple[float, int] | None:
+    def score(self, model: str, messages: list[dict], reference: str, template: str,
+              tools: list[dict] | None = None) -> tuple[float, int] | None:
         """Sum of NLLs and token count of `reference` as the answer to `messages`, or None if unsupported.
 
+        `tools` (a preference pair's `input.tools`) are rendered into the prompt as training renders them.
         Raises ScoreUnavailable(reason) when the model cannot be scored at all (e.g. the server refuses).
         """
 
 
-def load_examples(path: str | Path, max_examples: int | None = None) -> list[Example]:
-    """Read a chat JSONL test set; any malformed line is an EvalError naming the line."""
+_NOUNS = {"chat": "chat example", "preference": "preference pair"}
+
+
+def load_test_set(path: str | Path, max_examples: int | None = None) -> list[Example] | list[PreferencePair]:
+    """Read a JSONL test set of chat examples or of preference pairs (one format per file, set by its first
+    line); a malformed line, or one of the other format, is an EvalError naming the line."""
+    from tunehouse.eval.preference import parse_pair
+
     path = Path(path)
     if not path.is_file():
         raise EvalError(f"test file not found: {path}")
-    examples: list[Example] = []
+    items: list = []
+    kind, first = None, 0
     with path.open(encoding="utf-8") as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
-            examples.append(_parse_example(raw, line_no, len(examples)))
-            if max_examples is not None and len(examples) >= max_examples:
+            obj = _parse_json(raw, line_no)
+            shown = detect_format(obj)
+            if kind is None:
+                kind, first = ("preference" if shown == "preference" else "chat"), line_no
+            elif shown in _NOUNS and shown != kind:
+                raise EvalError(f"line {line_no}: a {_NOUNS[shown]} in a file of {_NOUNS[kind]}s (line {first} is "
+                                "one); a test file holds one format")
+            parse = parse_pair if kind == "preference" else _parse_example
+            items.append(parse(obj, line_no, len(items)))
+            if max_examples is not None and len(items) >= max_examples:
                 break
-    if not examples:
+    if not items:
         raise EvalError(f"{path} has no examples")
-    return examples
+    return items
 
 
-def _parse_example(raw: str, line_no: int, index: int) -> Example:
-    where = f"line {line_no}"
+def load_examples(path: str | Path, max_examples: int | None = None) -> list[Example]:
+    """Read a chat JSONL test set; any malformed line is an EvalError naming the line."""
+    items = load_test_set(path, max_examples)
+    if not isinstance(items[0], Example):
+        raise EvalError(f"{path} holds preference pairs, not chat examples")
+    return items
+
+
+def _parse_json(raw: str, line_no: int) -> object:
     try:
-        obj = json.loads(raw)
+        return json.loads(raw)
     except ValueError as e:
-        raise EvalError(f"{where}: not valid JSON ({e})") from None
+        raise EvalError(f"line {line_no}: not valid JSON ({e})") from None
+
+
+def clean_messages(messages: list[dict]) -> list[dict]:
+    """Only the fields chat completions accept: `weight` and similar training-only keys would be rejected."""
+    return [{k: v for k, v in x.items() if k in ("role", "content", "name", "tool_calls", "tool_call_id")}
+            for x in messages]
+
+
+def _parse_example(obj: object, line_no: int, index: int) -> Example:
+    where = f"line {line_no}"
     msgs = obj.get("messages") if isinstance(obj, dict) else None
     if not isinstance(msgs, list) or not msgs or not all(isinstance(x, dict) and "role" in x for x in msgs):
         raise EvalError(f"{where}: expected an object with a non-empty 'messages' list of {{role, content}}")
@@ -126,10 +166,7 @@ def _parse_example(raw: str, line_no: int, index: int) -> Example:
         raise EvalError(f"{where}: no prompt messages before the reference answer")
     if reference is None and patterns is None:
         raise EvalError(f"{where}: needs a final assistant message (the reference) or 'expected_patterns'")
-    # Only the fields chat completions accept: `weight` and similar training-only keys would be rejected.
-    clean = [{k: v for k, v in x.items() if k in ("role", "content", "name", "tool_calls", "tool_call_id")}
-             for x in prompt]
-    return Example(index, line_no, clean, reference, patterns)
+    return Example(index, line_no, clean_messages(prompt), reference, patterns)
 
 
 def auto_max_tokens(example: Example) -> int:
@@ -159,7 +196,8 @@ class ModelRun:
     grades: list[m.ExampleGrade]
     scores: list[tuple[float, int] | None]
     metrics: dict = field(default_factory=dict)
-    loss_note: str | None = None  # why reference loss is n/a, when a backend said so
+    loss_note: str | None = None  # why reference loss (preference scores, for pairs) is n/a, when a backend said so
+    pair_scores: list[PairScore | None] | None = None  # per preference pair; None for chat examples
 
 
 def run_model(
@@ -205,7 +243,7 @@ class EvalResult:
     model: str
     baseline: str
     test_file: str
-    examples: list[Example]
+    examples: list[Example] | list[PreferencePair]
     model_run: ModelRun
     baseline_run: ModelRun
     options: EvalOptions
@@ -216,6 +254,16 @@ class EvalResult:
     def n(self) -> int:
         return len(self.examples)
 
+    @property
+    def is_preference(self) -> bool:
+        """True when the test set was preference pairs (scored, not answered)."""
+        return self.model_run.pair_scores is not None
+
+    @property
+    def unit(self) -> str:
+        """What the test set counts, for messages: "pairs" or "examples"."""
+        return "pairs" if self.is_preference else "examples"
+
     def summary(self) -> dict:
         """What `--json` prints: {"model": {metrics}, "baseline": {metrics}, "n": int}, plus "notes": [str]
         saying why a metric is n/a when one is (the documented shape stays exact in the common case)."""
@@ -225,10 +273,16 @@ class EvalResult:
 
     def notes(self) -> list[str]:
         """Why a metric is n/a, e.g. "reference loss n/a for m: the server answered 404 ... to /v1/completions"."""
-        return [f"reference loss n/a for {run.model}: {run.loss_note}"
+        what = "preference scores" if self.is_preference else "reference loss"
+        return [f"{what} n/a for {run.model}: {run.loss_note}"
                 for run in (self.model_run, self.baseline_run) if run.loss_note]
 
     def rows(self) -> list[dict]:
+        """One dict per example (per pair: both models' log-probs, see preference.pair_rows)."""
+        if self.is_preference:
+            from tunehouse.eval.preference import pair_rows
+
+            return pair_rows(self.examples, self.model_run, self.baseline_run)
         out = []
         for i, ex in enumerate(self.examples):
             row = {"index": ex.index, "line": ex.line, "prompt": ex.messages, "reference": ex.reference,
@@ -245,7 +299,13 @@ class EvalResult:
         return out
 
     def worst_failures(self, k: int = 5) -> list[dict]:
-        """The tuned model's failures: regressions (baseline passed) first, then highest reference loss."""
+        """The tuned model's failures: regressions (baseline passed) first, then highest reference loss.
+
+        For pairs: the pairs the model ranks wrong, regressions first, then the most negative margin."""
+        if self.is_preference:
+            from tunehouse.eval.preference import worst_pairs
+
+            return worst_pairs(self.rows(), k)
         failed = [r for r in self.rows() if not r["model"]["passed"]]
         failed.sort(key=lambda r: (not r["baseline"]["passed"], -(r["model"]["loss"] or 0.0)))
         return failed[:k]
@@ -259,6 +319,7 @@ class EvalResult:
             "options": {"temperature": self.options.temperature, "max_tokens": self.options.max_tokens or "auto",
                         "json": self.options.check_json, "schema": self.options.schema is not None,
                         "template": self.options.template},
+            "test_format": "preference" if self.is_preference else "chat",
             "job": self.job,
             "examples": self.rows(),
         }
@@ -276,21 +337,26 @@ def evaluate(
 ) -> EvalResult:
     """Run `model` and `baseline` on every example of `test_file` with the same options.
 
-    `baseline_backend` serves the baseline from another server (e.g. an OpenAI `ft:` model compared with its
-    tunehouse replacement); by default both models come from `backend`.
+    A file of preference pairs is scored (preference.run_pairs), not answered. `baseline_backend` serves the
+    baseline from another server (e.g. an OpenAI `ft:` model compared with its tunehouse replacement); by
+    default both models come from `backend`.
     """
     options = options or EvalOptions()
     baseline_backend = baseline_backend or backend
-    examples = load_examples(test_file, max_examples)
+    examples = load_test_set(test_file, max_examples)
     backend.check_model(model)
     baseline_backend.check_model(baseline)
-    model_run = run_model(backend, model, examples, options, progress, "model")
+    if isinstance(examples[0], Example):
+        run = run_model
+    else:
+        from tunehouse.eval.preference import run_pairs as run
+    model_run = run(backend, model, examples, options, progress, "model")
     baseline_options = options
     if baseline_backend is not backend and options.template == "auto":
         # Another server's model id says nothing reliable about its chat format (a tunehouse Gemma may be
         # registered as "gpt-4o-mini-..."), and the two losses only compare when both score the same text:
         # the baseline is scored in the model's format.
         baseline_options = replace(options, template=guess_template(model))
-    baseline_run = run_model(baseline_backend, baseline, examples, baseline_options, progress, "baseline")
+    baseline_run = run(baseline_backend, baseline, examples, baseline_options, progress, "baseline")
     return EvalResult(model, baseline, str(test_file), examples, model_run, baseline_run, options)
 

@@ -67,12 +67,18 @@ class InProcessBackend:
                 finish = piece.finish_reason or finish
         return Generation("".join(text), time.perf_counter() - t0, n, len(ids), finish)
 
-    def score(self, model: str, messages: list[dict], reference: str, template: str) -> tuple[float, int] | None:
-        """NLL of the reference and its end-of-turn marker, token boundaries found as training finds them."""
+    def score(self, model: str, messages: list[dict], reference: str, template: str,
+              tools: list[dict] | None = None) -> tuple[float, int] | None:
+        """NLL of the reference and its end-of-turn marker, token boundaries found as training finds them.
+
+        The same call scores a chat example's reference and each output of a preference pair (with the pair's
+        `tools` in the prompt); `template` is ignored: the engine knows its model's chat format.
+        """
         from tunehouse.inference.generate import encode_prompt
 
         engine, adapter = self._engine(model)
-        text, spans = render_chat([*messages, {"role": "assistant", "content": reference}], family=engine.family)
+        text, spans = render_chat([*messages, {"role": "assistant", "content": reference}], tools,
+                                  family=engine.family)
         start, end = spans[-1]
         prefix = encode_prompt(engine.tokenizer, text[:start], add_bos=False)
         ids = encode_prompt(engine.tokenizer, text[:end], add_bos=False)
@@ -101,6 +107,7 @@ def evaluate_job(
 ) -> EvalResult:
     """Evaluate the adapter against its base on `validation_file`; writes report.json/report.md/PNGs to out_dir.
 
+    A DPO job's validation file of preference pairs is scored pair by pair (preference accuracy and margin).
     Raises EvalError when the file cannot serve as a test set (e.g. examples without a final assistant message),
     EvalStopped as soon as `should_stop()` is true.
     """
@@ -114,8 +121,27 @@ def evaluate_job(
 
 def evaluation_event(result: EvalResult) -> tuple[str, dict]:
     """(message, data) for the job event, e.g. "Evaluation on 20 validation examples: exact match 45.0% vs
-    0.0% for gemma-3-270m (+45.0 pts); reference loss 0.412 vs 2.954"."""
+    0.0% for gemma-3-270m (+45.0 pts); reference loss 0.412 vs 2.954", or for a DPO job's preference pairs
+    "Evaluation on 20 validation pairs: preference accuracy 85.0% vs 40.0% for gemma-3-270m (+45.0 pts);
+    preference margin 3.120 vs -0.512"."""
     s = result.summary()
+    parts = _preference_parts(result, s) if result.is_preference else _answer_parts(result, s)
+    parts += result.notes()  # why a loss (or, for pairs, the preference scores) is n/a
+    message = f"Evaluation on {result.n} validation {result.unit}: " + "; ".join(parts)
+    return message, {"n": result.n, "model": s["model"], "baseline": s["baseline"], "baseline_model": result.baseline}
+
+
+def _preference_parts(result: EvalResult, s: dict) -> list[str]:
+    a, b = s["model"]["preference_accuracy"], s["baseline"]["preference_accuracy"]
+    if a is None:
+        return []
+    k = "preference_accuracy"
+    return [f"preference accuracy {fmt(k, a)} vs {fmt(k, b)} for {result.baseline} ({fmt_delta(k, a, b)})",
+            f"preference margin {fmt('preference_margin', s['model']['preference_margin'])} vs "
+            f"{fmt('preference_margin', s['baseline']['preference_margin'])}"]
+
+
+def _answer_parts(result: EvalResult, s: dict) -> list[str]:
     parts = []
     for key in ("pattern_pass", "exact_match", "contains"):
         a, b = s["model"].get(key), s["baseline"].get(key)
@@ -125,6 +151,4 @@ def evaluation_event(result: EvalResult) -> tuple[str, dict]:
             break
     if s["model"].get("loss") is not None:
         parts.append(f"reference loss {fmt('loss', s['model']['loss'])} vs {fmt('loss', s['baseline']['loss'])}")
-    parts += result.notes()  # why a loss is n/a
-    message = f"Evaluation on {result.n} validation examples: " + "; ".join(parts)
-    return message, {"n": result.n, "model": s["model"], "baseline": s["baseline"], "baseline_model": result.baseline}
+    return parts

@@ -13,6 +13,10 @@ The rules, as documented in the README:
 - loss: mean negative log-likelihood per token of the reference answer given the prompt, pooled over all
   scored tokens of all examples; perplexity = exp(loss).
 - latency_s / completion_tokens / prompt_tokens: means per request.
+- preference_accuracy (preference pairs): the share of pairs whose preferred output has the strictly higher
+  log-probability given the prompt, each output's log-probability summed over its tokens and its end-of-turn
+  marker (what DPO compares); a tie counts as wrong. preference_margin: the mean of log p(preferred) -
+  log p(non-preferred) in nats. For pairs, loss/perplexity are those of the preferred outputs.
 A metric that does not apply to any example (no references, no patterns, no scores) is None ("n/a").
 """
 
@@ -182,10 +186,36 @@ def summarize(
         "latency_s": mean(latencies),
         "completion_tokens": mean([float(t) for t in completion_tokens]),
         "prompt_tokens": mean([float(t) for t in prompt_tokens]),
+        "preference_accuracy": None,
+        "preference_margin": None,
+    }
+
+
+def preference_accuracy(logps: list[tuple[float, float]]) -> float | None:
+    """(log p(preferred), log p(non-preferred)) per pair -> share of pairs ranked right; a tie is not right."""
+    return sum(pref > non for pref, non in logps) / len(logps) if logps else None
+
+
+def preference_margin(logps: list[tuple[float, float]]) -> float | None:
+    """Mean of log p(preferred) - log p(non-preferred) over the pairs, in nats."""
+    return mean([pref - non for pref, non in logps])
+
+
+def summarize_pairs(logps: list[tuple[float, float]] | None, scores: list[tuple[float, int]] | None) -> dict:
+    """Per-model metrics of preference pairs, the same keys as `summarize` (nothing is generated, so the answer
+    metrics are None). `scores`: (sum of NLLs, tokens) of each preferred output, for its loss."""
+    loss = pooled_loss(scores) if scores else None
+    return {key: None for key in ALL_METRICS} | {
+        "preference_accuracy": preference_accuracy(logps or []),
+        "preference_margin": preference_margin(logps or []),
+        "loss": loss,
+        "perplexity": perplexity(loss),
     }
 
 
 # Metrics where bigger is better, in the order tables and charts show them.
-RATE_METRICS = ["exact_match", "contains", "pattern_pass", "pass_rate", "json_valid", "json_schema"]
+RATE_METRICS = ["exact_match", "contains", "pattern_pass", "pass_rate", "json_valid", "json_schema",
+                "preference_accuracy"]
 LOWER_IS_BETTER = ["loss", "perplexity", "latency_s"]
-ALL_METRICS = RATE_METRICS + ["loss", "perplexity", "latency_s", "completion_tokens", "prompt_tokens"]
+ALL_METRICS = RATE_METRICS + ["preference_margin", "loss", "perplexity", "latency_s", "completion_tokens",
+                              "prompt_tokens"]

@@ -21,13 +21,14 @@ log = logging.getLogger("tunehouse.eval")
 _FAMILIES = ("gemma", "chatml")
 
 
-def render_for_scoring(messages: list[dict], reference: str, template: str) -> tuple[str, int, int]:
+def render_for_scoring(messages: list[dict], reference: str, template: str,
+                       tools: list[dict] | None = None) -> tuple[str, int, int]:
     """Prompt+reference text as training renders it, and the [start, end) span of the scored part.
 
     The span is the reference plus the end-of-turn marker (training teaches the model to emit it); the text
-    stops there, so nothing after the answer is sent.
+    stops there, so nothing after the answer is sent. `tools` go into the preamble, as in training.
     """
-    text, spans = render_chat([*messages, {"role": "assistant", "content": reference}], family=template)
+    text, spans = render_chat([*messages, {"role": "assistant", "content": reference}], tools, family=template)
     start, end = spans[-1]
     return text[:end], start, end
 
@@ -71,12 +72,14 @@ class OpenAIBackend:
             finish_reason=choice.finish_reason,
         )
 
-    def score(self, model: str, messages: list[dict], reference: str, template: str) -> tuple[float, int] | None:
+    def score(self, model: str, messages: list[dict], reference: str, template: str,
+              tools: list[dict] | None = None) -> tuple[float, int] | None:
+        """Sum of NLLs and token count of `reference` (+ end-of-turn) from the server's echoed logprobs."""
         template = guess_template(model) if template == "auto" else template
         if template not in _FAMILIES:
             raise ScoreUnavailable(f"no known chat format '{template}' to render the reference in "
                                    f"(use {' or '.join(_FAMILIES)})")
-        text, start, end = render_for_scoring(messages, reference, template)
+        text, start, end = render_for_scoring(messages, reference, template, tools)
         try:
             # max_tokens=1: some servers reject 0; the one generated token lies past `end` and is ignored.
             resp = self.client.completions.create(

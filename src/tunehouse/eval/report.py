@@ -24,6 +24,8 @@ LABELS = {
     "latency_s": "latency (s)",
     "completion_tokens": "answer tokens",
     "prompt_tokens": "prompt tokens",
+    "preference_accuracy": "preference accuracy",
+    "preference_margin": "preference margin (nats)",
 }
 
 
@@ -62,7 +64,7 @@ def shown_metrics(result: EvalResult) -> list[str]:
 
 def comparison_table(result: EvalResult, title: str | None = None) -> Table:
     s = result.summary()
-    table = Table(title=title or f"{result.n} examples of {Path(result.test_file).name}")
+    table = Table(title=title or f"{result.n} {result.unit} of {Path(result.test_file).name}")
     table.add_column("metric")
     table.add_column(f"baseline\n{result.baseline}", justify="right")
     table.add_column(f"model\n{result.model}", justify="right")
@@ -79,9 +81,12 @@ def comparison_table(result: EvalResult, title: str | None = None) -> Table:
 
 
 def failures_table(result: EvalResult, k: int = 5) -> Table | None:
+    """The model's worst failures (for pairs: the pairs it ranks wrong), or None when there are none."""
     rows = result.worst_failures(k)
     if not rows:
         return None
+    if result.is_preference:
+        return _pair_failures_table(rows)
     table = Table(title=f"Worst failures of the model ({len(rows)} shown)", show_lines=True)
     table.add_column("#", justify="right")
     table.add_column("input", max_width=40)
@@ -92,6 +97,30 @@ def failures_table(result: EvalResult, k: int = 5) -> Table | None:
         table.add_row(str(r["line"]), _clip(_last_user(r["prompt"])), _clip(_expected(r)),
                       _clip(r["model"]["answer"]), "pass" if r["baseline"]["passed"] else "fail")
     return table
+
+
+def _pair_failures_table(rows: list[dict]) -> Table:
+    table = Table(title=f"Pairs the model ranks wrong ({len(rows)} shown)", show_lines=True)
+    table.add_column("#", justify="right")
+    table.add_column("input", max_width=36)
+    table.add_column("preferred", max_width=36)
+    table.add_column("non-preferred", max_width=36)
+    table.add_column("margin\nmodel", justify="right")
+    table.add_column("margin\nbaseline", justify="right")
+    for r in rows:
+        table.add_row(str(r["line"]), _clip(_last_user(r["prompt"])), _clip(r["preferred"]),
+                      _clip(r["non_preferred"]), fmt("preference_margin", r["model"]["margin"]),
+                      fmt("preference_margin", r["baseline"]["margin"]))
+    return table
+
+
+def all_passed_text(result: EvalResult) -> str:
+    """What to say when worst_failures is empty (for pairs that could not be scored: nothing to rank)."""
+    if not result.is_preference:
+        return "The model passed every example."
+    if result.model_run.metrics.get("preference_accuracy") is None:
+        return "No pair could be scored for the model, so none is ranked (see the note)."
+    return "The model ranks every pair right."
 
 
 def _last_user(prompt: list[dict]) -> str:
@@ -133,11 +162,13 @@ def _json_default(o: object) -> object:
 
 def render_markdown(result: EvalResult, charts: dict[str, Path]) -> str:
     s = result.summary()
+    setup = ("Both outputs of each pair scored by their summed log-probability; nothing generated."
+             if result.is_preference else
+             f"Temperature {result.options.temperature}, max tokens {result.options.max_tokens or 'auto'}.")
     lines = [
         f"# Evaluation: `{result.model}` vs `{result.baseline}`",
         "",
-        f"Test set: `{result.test_file}` ({result.n} examples). Temperature {result.options.temperature}, "
-        f"max tokens {result.options.max_tokens or 'auto'}.",
+        f"Test set: `{result.test_file}` ({result.n} {result.unit}). {setup}",
         "",
         "| metric | baseline | model | change |",
         "|---|---:|---:|---:|",
@@ -149,29 +180,57 @@ def render_markdown(result: EvalResult, charts: dict[str, Path]) -> str:
     lines += [f"Note: {note}" for note in result.notes()] + ([""] if result.notes() else [])
     for name, path in charts.items():
         lines += [f"![{name}]({path.name})", ""]
+    lines += _markdown_failures(result) + [_PAIR_RULES if result.is_preference else _ANSWER_RULES, ""]
+    return "\n".join(lines)
+
+
+# What the metrics mean, at the end of report.md.
+_ANSWER_RULES = (
+    "Metric rules: exact match compares after Unicode NFKC, case folding and whitespace collapsing; "
+    "'contains' looks for the normalized reference inside the answer; expected patterns are Python regexes "
+    "that must all match; reference loss is the mean per-token negative log-likelihood of the reference "
+    "answer (perplexity = exp(loss))."
+)
+_PAIR_RULES = (
+    "Metric rules: each output is rendered after the prompt in the model's chat format, as DPO training renders "
+    "it, and its log-probability is summed over its tokens and the end-of-turn marker; preference accuracy is "
+    "the share of pairs whose preferred output is strictly more likely, preference margin the mean of "
+    "log p(preferred) - log p(non-preferred) in nats; reference loss is the mean per-token negative "
+    "log-likelihood of the preferred outputs (perplexity = exp(loss))."
+)
+
+
+def _markdown_failures(result: EvalResult) -> list[str]:
+    """The worst failures section: wrong answers, or for pairs the pairs ranked wrong."""
     failures = result.worst_failures(5)
-    if failures:
-        lines += ["## Worst failures of the model", ""]
+    if not failures:
+        return [all_passed_text(result), ""]
+    if result.is_preference:
+        lines = ["## Pairs the model ranks wrong", ""]
         for r in failures:
             lines += [
                 f"### line {r['line']}",
                 "",
                 f"- input: {_md(_last_user(r['prompt']))}",
-                f"- expected: {_md(_expected(r))}",
-                f"- got: {_md(r['model']['answer'])}",
-                f"- baseline ({'pass' if r['baseline']['passed'] else 'fail'}): {_md(r['baseline']['answer'])}",
+                f"- preferred: {_md(r['preferred'])}",
+                f"- non-preferred: {_md(r['non_preferred'])}",
+                f"- margin: model {fmt('preference_margin', r['model']['margin'])}, baseline "
+                f"{fmt('preference_margin', r['baseline']['margin'])}",
                 "",
             ]
-    else:
-        lines += ["The model passed every example.", ""]
-    lines += [
-        "Metric rules: exact match compares after Unicode NFKC, case folding and whitespace collapsing; "
-        "'contains' looks for the normalized reference inside the answer; expected patterns are Python regexes "
-        "that must all match; reference loss is the mean per-token negative log-likelihood of the reference "
-        "answer (perplexity = exp(loss)).",
-        "",
-    ]
-    return "\n".join(lines)
+        return lines
+    lines = ["## Worst failures of the model", ""]
+    for r in failures:
+        lines += [
+            f"### line {r['line']}",
+            "",
+            f"- input: {_md(_last_user(r['prompt']))}",
+            f"- expected: {_md(_expected(r))}",
+            f"- got: {_md(r['model']['answer'])}",
+            f"- baseline ({'pass' if r['baseline']['passed'] else 'fail'}): {_md(r['baseline']['answer'])}",
+            "",
+        ]
+    return lines
 
 
 def _md(text: str) -> str:
@@ -201,8 +260,8 @@ def write_charts(result: EvalResult, out: Path) -> dict[str, Path]:
             ax.bar_label(bars, fmt="%.0f%%", fontsize=8)
         ax.set_xticks(list(xs), [LABELS[k] for k in keys], rotation=15)
         ax.set_ylim(0, 112)
-        ax.set_ylabel("% of examples")
-        ax.set_title(f"{result.n} examples of {Path(result.test_file).name}")
+        ax.set_ylabel(f"% of {result.unit}")
+        ax.set_title(f"{result.n} {result.unit} of {Path(result.test_file).name}")
         ax.legend(fontsize=8)
         fig.tight_layout()
         charts["metrics"] = out / "metrics.png"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import openai
 
-from tunehouse.eval.comparison import EvalOptions, EvalResult, Progress, evaluate, load_examples
+from tunehouse.eval.comparison import EvalOptions, EvalResult, Example, Progress, evaluate, load_test_set
 from tunehouse.eval.metrics import LOWER_IS_BETTER, RATE_METRICS, parse_json
 from tunehouse.eval.openai_backend import OpenAIBackend
 from tunehouse.eval.report import LABELS, fmt
@@ -22,8 +22,8 @@ from tunehouse.migration.source import api_message
 # Differences smaller than this count as a match: half a point on rates, 0.5% relative on the rest.
 RATE_TOLERANCE = 0.005
 RELATIVE_TOLERANCE = 0.005
-VERDICT_METRICS = [*RATE_METRICS, "loss", "perplexity", "latency_s"]
-HEADLINE_METRICS = ("exact_match", "pass_rate")
+VERDICT_METRICS = [*RATE_METRICS, "preference_margin", "loss", "perplexity", "latency_s"]
+HEADLINE_METRICS = ("exact_match", "pass_rate", "preference_accuracy")
 
 
 @dataclass
@@ -51,8 +51,10 @@ def check_source_model(client: openai.OpenAI, model: str | None) -> str | None:
 
 
 def default_options(test_path: Path) -> EvalOptions:
-    """Greedy decoding, as `tunehouse eval`; JSON validity is scored when every reference is JSON."""
-    refs = [e.reference for e in load_examples(test_path) if e.reference is not None]
+    """Greedy decoding, as `tunehouse eval`; JSON validity is scored when every reference is JSON. Preference
+    pairs (a DPO job's files) are scored, not answered: the defaults apply as they are."""
+    items = load_test_set(test_path)
+    refs = [e.reference for e in items if isinstance(e, Example) and e.reference is not None]
     all_json = bool(refs) and all(parse_json(r)[0] and r.strip()[:1] in "{[" for r in refs)
     return EvalOptions(check_json=all_json)
 
