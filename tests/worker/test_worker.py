@@ -182,3 +182,23 @@ def test_training_config_comes_from_the_job_row(settings, tmp_path, tiny_model_d
     assert (config.base_model_dir, config.chat_family) == (tiny_model_dir, "gemma")
     assert config.keep_checkpoints == settings.keep_checkpoints
     assert metrics.job_metrics(conn, job["id"]) == []
+
+
+@pytest.mark.parametrize("method, shown", [("supervised", {"n_epochs": 2, "batch_size": 4,
+                                                           "learning_rate_multiplier": 1.0}),
+                                           ("dpo", {"n_epochs": 2, "batch_size": 4, "learning_rate_multiplier": 0.5,
+                                                    "beta": 0.1})])
+def test_a_running_job_shows_its_resolved_hyperparameters_and_beta_only_for_dpo(settings, tmp_path, method, shown):
+    from tunehouse.store import leases
+    from tunehouse.training.checkpoints import CONFIG_FILE
+    from tunehouse.worker.execution import StoreCallbacks
+
+    conn = db.connect(settings)
+    _queued_job(settings, conn, tmp_path)
+    job = leases.claim_job(conn, "w1")
+    # The engine's resolved config holds every TrainingConfig field: a supervised run has beta "auto" in it too.
+    resolved = {"method": method, "beta": shown.get("beta", "auto"), **shown, "lora_r": 16}
+    (settings.jobs_dir / job["id"]).mkdir(parents=True)
+    (settings.jobs_dir / job["id"] / CONFIG_FILE).write_text(json.dumps(resolved), encoding="utf-8")
+    StoreCallbacks(settings, conn, job, "w1", threading.Event())._publish_hyperparameters()
+    assert json.loads(jobs.get_job(conn, "p", job["id"])["hyperparameters"]) == shown

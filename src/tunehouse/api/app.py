@@ -1,4 +1,4 @@
-"""create_app(settings): the OpenAI-compatible FastAPI app, every route under /v1.
+"""create_app(settings): the OpenAI-compatible FastAPI app, every API route under /v1, plus the web dashboard.
 
 Routers are listed once in ROUTERS (one module per noun). Startup migrates the database and finishes the
 file checks of jobs a crash left in validating_files. This module never imports tunehouse.training.
@@ -19,6 +19,7 @@ from tunehouse.store.db import connect
 from tunehouse.store.job_validation import validate_job_files
 from tunehouse.store.jobs import jobs_to_validate
 from tunehouse.store.keys import keys_configured
+from tunehouse.web import install as install_dashboard
 
 log = logging.getLogger("tunehouse.api")
 
@@ -57,4 +58,5 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router, prefix="/v1")
+    install_dashboard(app)  # the web dashboard, outside /v1 (after the error handlers it builds on)
     return app

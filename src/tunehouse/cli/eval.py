@@ -256,7 +256,8 @@ def _train_and_evaluate(settings, url: str, train: Path, heldout: Path, work: Pa
 
     key = settings.api_key or _NO_KEY
     client = openai.OpenAI(base_url=url, api_key=key, max_retries=0, timeout=600)
-    console.print(f"[bold]3.[/] Server and worker running in this process at {url}")
+    console.print(f"[bold]3.[/] Server and worker running in this process at {url} (dashboard: "
+                  f"{url.removesuffix('/v1')}/)")
     with Conn(url, key).errors():
         with train.open("rb") as f:
             upload = client.files.create(file=f, purpose="fine-tune")

@@ -64,6 +64,7 @@ def serve(
                             "clients only and accepting ANY API key.\nCreate keys with `tunehouse keys create` to use "
                             "projects and to serve other machines.", border_style="yellow"))
     console.print(f"tunehouse API on http://{host}:{port}/v1 - data in {settings.data_dir}")
+    console.print(f"Dashboard: http://{host}:{port}/")
     worker = None if no_worker else _start_worker_child(str(settings.data_dir))
     # uvicorn shuts down on SIGTERM, then re-raises it under the handler it found; by default that killed us
     # before `finally` could stop the worker (left running, parent pid 1). As SystemExit, `finally` runs.

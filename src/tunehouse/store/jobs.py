@@ -99,9 +99,13 @@ def get_job(conn: sqlite3.Connection, project: str | None, job_id: str) -> sqlit
 
 def list_jobs(
     conn: sqlite3.Connection, project: str, *, after: str | None = None, limit: int = 20,
-    metadata: dict[str, str] | None = None,
+    metadata: dict[str, str] | None = None, status: str | None = None,
 ) -> tuple[list[sqlite3.Row], bool]:
+    """One page of the project's jobs, newest first; optionally only those with `status` (the dashboard's filter)."""
     where, params = "project = ?", [project]
+    if status:
+        where += " AND status = ?"
+        params.append(status)
     for key, value in (metadata or {}).items():
         where += " AND json_extract(metadata, '$.' || json_quote(?)) = ?"
         params += [key, value]

@@ -24,6 +24,8 @@ def record_metrics(conn: sqlite3.Connection, job_id: str, metrics: dict, event: 
             add_event(conn, job_id, event, type="metrics", data=data)
 
 
-def job_metrics(conn: sqlite3.Connection, job_id: str) -> list[dict]:
-    rows = conn.execute("SELECT data FROM job_metrics WHERE job_id = ? ORDER BY step", (job_id,))
+def job_metrics(conn: sqlite3.Connection, job_id: str, after_step: int = -1) -> list[dict]:
+    """The job's per-step metrics in step order; `after_step` lets a poller (the dashboard) fetch only new rows."""
+    rows = conn.execute("SELECT data FROM job_metrics WHERE job_id = ? AND step > ? ORDER BY step",
+                        (job_id, after_step))
     return [json.loads(r["data"]) for r in rows]

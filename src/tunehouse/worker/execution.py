@@ -110,7 +110,8 @@ class StoreCallbacks:
 
         try:
             resolved = json.loads((self.settings.jobs_dir / self.job["id"] / CONFIG_FILE).read_text(encoding="utf-8"))
-            keys = ("n_epochs", "batch_size", "learning_rate_multiplier") + (("beta",) if "beta" in resolved else ())
+            keys = ("n_epochs", "batch_size", "learning_rate_multiplier") + (("beta",) if resolved["method"] == "dpo"
+                                                                            else ())
             hp = {k: resolved[k] for k in keys}
         except (OSError, ValueError, KeyError) as e:
             log.warning("job %s: resolved hyperparameters not readable: %s", self.job["id"], e)

@@ -1,0 +1,131 @@
+"""Who is looking at the dashboard: sign-in sessions, the single-user loopback rule, and CSRF checks.
+
+With API keys configured, a visitor signs in once with a key; the server keeps the key in an in-memory session
+and gives the browser only a random session id in an HTTP-only, SameSite=Lax cookie. Every request re-checks the
+key through store.keys (a revoked key ends its sessions at once) and sees only that key's project. Without keys
+(single-user mode) the dashboard, like the API, answers loopback clients only.
+
+State-changing requests (POST) need the session's CSRF token (a hidden form field or the X-CSRF-Token header)
+and, when the browser sends an Origin header, an Origin equal to this server's. Sessions live in memory: a
+restart signs everyone out, which is the safe direction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from tunehouse.api.deps import is_loopback
+from tunehouse.store import keys
+
+COOKIE = "tunehouse_session"
+SESSION_SECONDS = 12 * 3600
+
+
+class SignInRequired(Exception):
+    """Keys are configured and the visitor has no valid session: show the sign-in page."""
+
+
+class Forbidden(Exception):
+    """Refused outright (a non-loopback client in single-user mode, a failed CSRF check)."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Viewer:
+    project: str
+    csrf: str
+    signed_in: bool  # False in single-user mode (no key, nothing to sign out of)
+
+
+@dataclass
+class _Session:
+    key: str
+    csrf: str
+    expires: float
+
+
+class Sessions:
+    """Session id -> (API key, CSRF token, expiry); one per app, shared by its request threads."""
+
+    def __init__(self):
+        self._by_id: dict[str, _Session] = {}
+        self._lock = threading.Lock()
+        # The single-user CSRF token: unguessable for another site, stable for this process.
+        self.secret = secrets.token_bytes(32)
+
+    def create(self, key: str) -> str:
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            now = time.time()
+            self._by_id = {k: s for k, s in self._by_id.items() if s.expires > now}  # drop expired ones
+            self._by_id[sid] = _Session(key, secrets.token_urlsafe(32), now + SESSION_SECONDS)
+        return sid
+
+    def get(self, sid: str | None) -> _Session | None:
+        with self._lock:
+            session = self._by_id.get(sid or "")
+        return session if session and session.expires > time.time() else None
+
+    def drop(self, sid: str | None) -> None:
+        with self._lock:
+            self._by_id.pop(sid or "", None)
+
+    def single_user_csrf(self) -> str:
+        return hmac.new(self.secret, b"single-user", hashlib.sha256).hexdigest()
+
+
+def sessions_of(request: Request) -> Sessions:
+    return request.app.state.web_sessions
+
+
+def get_viewer(request: Request) -> Viewer:
+    """The visitor's project, or SignInRequired / Forbidden (turned into pages by the web error handlers)."""
+    settings = request.app.state.settings
+    sessions = sessions_of(request)
+    if not keys.keys_configured(settings):
+        if not is_loopback(request.client.host if request.client else None):
+            raise Forbidden("This tunehouse server has no API keys configured and serves only loopback clients. "
+                            "Create a key with `tunehouse keys create`.")
+        return Viewer(keys.DEFAULT_PROJECT, sessions.single_user_csrf(), signed_in=False)
+    session = sessions.get(request.cookies.get(COOKIE))
+    project = keys.project_for_key(settings, session.key) if session else None
+    if project is None:
+        raise SignInRequired()
+    return Viewer(project, session.csrf, signed_in=True)
+
+
+ViewerDep = Annotated[Viewer, Depends(get_viewer)]
+
+
+def check_origin(request: Request) -> None:
+    """A browser's cross-site POST carries the attacker's Origin: refuse any Origin that is not ours."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return  # old browsers and non-browser clients; the CSRF token still has to match
+    expected = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if origin != expected:
+        raise Forbidden(f"Cross-site request refused (Origin {origin} is not {expected}).")
+
+
+def check_csrf(request: Request, viewer: Viewer, token: str | None) -> None:
+    check_origin(request)
+    if not token or not hmac.compare_digest(token, viewer.csrf):
+        raise Forbidden("The form's security token is missing or stale; reload the page and try again.")
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths as the post-sign-in redirect (no `//evil.example` or absolute URLs)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
