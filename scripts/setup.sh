@@ -13,8 +13,3 @@ if ! .venv/bin/python -c "import llama_cpp" >/dev/null 2>&1; then
        "(about 7 minutes with no output; later setups reuse the built wheel from pip's cache)" >&2
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check "${constraint[@]}" -e ".[dev]"
-# The dashboard tests (tests/web) drive a real headless Chromium: Debian's package, never a browser download.
-if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "setup: installing chromium (apt-get) for the dashboard's browser tests" >&2
-  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
