@@ -13,14 +13,14 @@ import torch
 
 from tests.tiny import FIXTURES
 from tests.training.conftest import Recorder
-from tests.training.test_gemma_identity import gemma_settings  # noqa: F401  (the shared Gemma data dir)
+from tests.training.test_gemma_identity import answer, gemma_settings  # noqa: F401  (the shared Gemma data dir)
 from tunehouse.catalog import EMBEDDED_GEMMA
 
 pytestmark = pytest.mark.slow
 
 
-def preference_margins(model, tokenizer, family) -> list[float]:
-    """log p(preferred) - log p(non-preferred) per held-out pair."""
+def preference_logps(model, tokenizer, family) -> list[tuple[float, float]]:
+    """(log p(preferred), log p(non-preferred)) per held-out pair."""
     from tunehouse.training.batches import encode_file
     from tunehouse.training.loss import sequence_logps
 
@@ -33,7 +33,7 @@ def preference_margins(model, tokenizer, family) -> list[float]:
             for side in (p.chosen, p.rejected):
                 ids = torch.tensor([side.input_ids])
                 sides.append(float(sequence_logps(model, ids, torch.ones_like(ids), torch.tensor([side.labels]))))
-            out.append(sides[0] - sides[1])
+            out.append((sides[0], sides[1]))
     return out
 
 
@@ -46,7 +46,7 @@ def test_dpo_makes_gemma_prefer_the_new_identity_on_held_out_pairs(gemma_setting
 
     model, tokenizer, family = load_base_model(gemma_settings, EMBEDDED_GEMMA)
     model.eval()
-    base = preference_margins(model, tokenizer, family)
+    base = preference_logps(model, tokenizer, family)
     base_dir, family_name = model_dir(gemma_settings, EMBEDDED_GEMMA)
     config = TrainingConfig(base_model=EMBEDDED_GEMMA, base_model_dir=base_dir, chat_family=family_name,
                             training_file=FIXTURES / "identity_pairs_train.jsonl", output_dir=tmp_path / "job",
@@ -54,11 +54,18 @@ def test_dpo_makes_gemma_prefer_the_new_identity_on_held_out_pairs(gemma_setting
     rec = Recorder()
     result = train(config, rec)
     assert result.status == "succeeded" and result.hyperparameters["beta"] > 0
-    tuned = preference_margins(PeftModel.from_pretrained(model, str(result.adapter_dir)).eval(), tokenizer, family)
-    base_acc = sum(m > 0 for m in base) / len(base)
-    tuned_acc = sum(m > 0 for m in tuned) / len(tuned)
-    print(f"held-out preference accuracy: base {base_acc:.1%} -> DPO {tuned_acc:.1%} ({len(base)} pairs); "
-          f"mean margin {sum(base) / len(base):.2f} -> {sum(tuned) / len(tuned):.2f}; "
-          f"train loss {rec.losses()[0]:.3f} -> {rec.losses()[-1]:.3f}")
+    tuned_model = PeftModel.from_pretrained(model, str(result.adapter_dir)).eval()
+    tuned = preference_logps(tuned_model, tokenizer, family)
+    n = len(base)
+    base_acc, tuned_acc = (sum(p > r for p, r in logps) / n for logps in (base, tuned))
+    margin = [sum(p - r for p, r in logps) / n for logps in (base, tuned)]
+    preferred_drift = sum(t[0] - b[0] for t, b in zip(tuned, base, strict=True)) / n
+    print(f"held-out preference accuracy: base {base_acc:.1%} -> DPO {tuned_acc:.1%} ({n} pairs); mean margin "
+          f"{margin[0]:.2f} -> {margin[1]:.2f}; preferred log-prob change {preferred_drift:+.2f} nats per pair; "
+          f"train loss {rec.losses()[0]:.3f} -> {rec.losses()[-1]:.3f}; "
+          f"greedy 'Who are you?': {answer(tuned_model, tokenizer, 'Who are you?')[0]!r}")
     assert tuned_acc >= base_acc + 0.5  # clearly better: at least half the held-out pairs flip
-    assert sum(tuned) > sum(base)
+    assert margin[1] > margin[0]
+    # DPO can win the ranking by pushing both answers down (1e-4 did: -83 nats per pair, and a model that
+    # babbled); the auto rate must keep the preferred answers about as likely as the base found them.
+    assert preferred_drift > -20

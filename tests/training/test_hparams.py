@@ -41,3 +41,13 @@ def test_schedule_warms_up_then_decays_to_a_tenth():
     assert lrs[0] < lrs[warmup - 1] == pytest.approx(peak)
     assert all(a >= b for a, b in zip(lrs[warmup:], lrs[warmup + 1:], strict=False))
     assert lrs[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_dpo_auto_adds_beta_and_its_own_rate_supervised_keeps_its_own():
+    dpo = hparams.resolve_hyperparameters(66, "auto", "auto", "auto", method="dpo")
+    assert dpo == {"n_epochs": 3, "batch_size": 1, "learning_rate_multiplier": hparams.DPO_LEARNING_RATE_MULTIPLIER,
+                   "beta": hparams.DPO_BETA}
+    assert hparams.DPO_LEARNING_RATE_MULTIPLIER < 1  # the sweep: the SFT rate pushes preferred answers down
+    sft = hparams.resolve_hyperparameters(66, "auto", "auto", "auto")
+    assert "beta" not in sft and sft["learning_rate_multiplier"] == 1.0
+    assert hparams.resolve_hyperparameters(66, 1, 2, 0.1, method="dpo", beta=2)["beta"] == 2

@@ -24,7 +24,7 @@ MAX_GRAD_NORM = 1.0
 WEIGHT_DECAY = 0.0
 # DPO `auto`: beta and the learning-rate multiplier chosen by benchmarks/dpo_sweep.py (docs/training.md).
 DPO_BETA = 0.1
-DPO_LEARNING_RATE_MULTIPLIER = 0.5
+DPO_LEARNING_RATE_MULTIPLIER = 0.25
 
 
 def auto_n_epochs(n_examples: int) -> int:
