@@ -91,10 +91,15 @@ def test_dpo_metrics_are_in_events_and_the_results_csv(client, jobs, log):
     assert log.problems == []
 
 
-def test_the_dpo_model_chats(client, jobs, log):
+def test_the_dpo_model_chats_with_its_own_adapter(client, jobs, log):
     _, job, _ = jobs
-    reply = client.chat.completions.create(model=job.fine_tuned_model, max_tokens=8,
-                                           messages=[{"role": "user", "content": "Who are you?"}])
-    assert reply.model == job.fine_tuned_model and reply.choices[0].message.content
-    assert reply.usage.completion_tokens > 0
+    question = [{"role": "user", "content": "Who are you?"}]
+    reply = client.chat.completions.create(model=job.fine_tuned_model, messages=question, max_tokens=8,
+                                           temperature=0, logprobs=True)
+    assert reply.model == job.fine_tuned_model and reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage.completion_tokens >= 1
+    # The tiny model is random, so its words mean nothing; what must hold is that the DPO adapter is served
+    # (not silently the base): the first token's log-probability differs from the base model's.
+    base = client.chat.completions.create(model=TINY, messages=question, max_tokens=1, temperature=0, logprobs=True)
+    assert reply.choices[0].logprobs.content[0].logprob != pytest.approx(base.choices[0].logprobs.content[0].logprob)
     assert log.problems == []
