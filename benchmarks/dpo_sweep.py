@@ -26,21 +26,11 @@ from pathlib import Path
 
 def pair_margins(model, tok, path: Path, family) -> list[tuple[float, float]]:
     """Per held-out pair: (log p(preferred), log p(non-preferred)), summed over each output's trained tokens."""
-    import torch
-
     from tunehouse.training.batches import encode_file
-    from tunehouse.training.loss import sequence_logps
+    from tunehouse.training.objectives import pair_logps
 
-    pairs = encode_file(path, lambda s: tok.encode(s, add_special_tokens=False), family, 1024, method="dpo")
-    out = []
-    with torch.no_grad():
-        for p in pairs:
-            sides = []
-            for side in (p.chosen, p.rejected):
-                ids = torch.tensor([side.input_ids])
-                sides.append(float(sequence_logps(model, ids, torch.ones_like(ids), torch.tensor([side.labels]))))
-            out.append((sides[0], sides[1]))
-    return out
+    return pair_logps(model, encode_file(path, lambda s: tok.encode(s, add_special_tokens=False), family, 1024,
+                                         method="dpo"))
 
 
 def summarize(margins: list[tuple[float, float]]) -> dict:

@@ -14,23 +14,16 @@ from tunehouse.training.batches import encode_file
 from tunehouse.training.checkpoints import REFERENCE_FILE, RESUME_FILE
 from tunehouse.training.engine import _prepare, train
 from tunehouse.training.loss import sequence_logps
+from tunehouse.training.objectives import pair_logps
 
 DPO_KEYS = {"train_loss", "train_rewards_accuracy", "train_rewards_margin", "train_chosen_logps",
             "train_rejected_logps"}
 
 
-def _margins(model, tokenizer, path, adapter: bool = True) -> list[float]:
+def _margins(model, tokenizer, path) -> list[float]:
     """Per pair: log p(preferred) - log p(non-preferred), summed over each output's trained tokens."""
     pairs = encode_file(path, lambda s: tokenizer.encode(s, add_special_tokens=False), "gemma", 128, method="dpo")
-    out = []
-    with torch.no_grad():
-        for p in pairs:
-            logps = []
-            for side in (p.chosen, p.rejected):
-                ids = torch.tensor([side.input_ids])
-                logps.append(float(sequence_logps(model, ids, torch.ones_like(ids), torch.tensor([side.labels]))))
-            out.append(logps[0] - logps[1])
-    return out
+    return [c - r for c, r in pair_logps(model, pairs)]
 
 
 def test_first_step_loss_is_log2_and_metrics_are_dpos(make_dpo_config):

@@ -9,7 +9,6 @@ output has the higher summed log-probability (assistant tokens + end of turn), a
 from __future__ import annotations
 
 import pytest
-import torch
 
 from tests.tiny import FIXTURES
 from tests.training.conftest import Recorder
@@ -22,19 +21,11 @@ pytestmark = pytest.mark.slow
 def preference_logps(model, tokenizer, family) -> list[tuple[float, float]]:
     """(log p(preferred), log p(non-preferred)) per held-out pair."""
     from tunehouse.training.batches import encode_file
-    from tunehouse.training.loss import sequence_logps
+    from tunehouse.training.objectives import pair_logps
 
-    pairs = encode_file(FIXTURES / "identity_pairs_heldout.jsonl",
-                        lambda s: tokenizer.encode(s, add_special_tokens=False), family, 1024, method="dpo")
-    out = []
-    with torch.no_grad():
-        for p in pairs:
-            sides = []
-            for side in (p.chosen, p.rejected):
-                ids = torch.tensor([side.input_ids])
-                sides.append(float(sequence_logps(model, ids, torch.ones_like(ids), torch.tensor([side.labels]))))
-            out.append((sides[0], sides[1]))
-    return out
+    return pair_logps(model, encode_file(FIXTURES / "identity_pairs_heldout.jsonl",
+                                         lambda s: tokenizer.encode(s, add_special_tokens=False), family, 1024,
+                                         method="dpo"))
 
 
 def test_dpo_makes_gemma_prefer_the_new_identity_on_held_out_pairs(gemma_settings, tmp_path):  # noqa: F811

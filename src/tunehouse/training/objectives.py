@@ -88,6 +88,20 @@ def reference_logps(model, pairs: list[Pair], lengths: list[int], pad_id: int, d
 
 
 @torch.no_grad()
+def pair_logps(model, pairs: list[Pair]) -> list[tuple[float, float]]:
+    """(log p(preferred), log p(non-preferred)) of each pair under `model`, summed over each output's trained
+    tokens, one unpadded sequence at a time (scoring held-out pairs: benchmarks and tests)."""
+    out = []
+    for p in pairs:
+        sides = []
+        for side in (p.chosen, p.rejected):
+            ids = torch.tensor([side.input_ids])
+            sides.append(float(sequence_logps(model, ids, torch.ones_like(ids), torch.tensor([side.labels]))))
+        out.append((sides[0], sides[1]))
+    return out
+
+
+@torch.no_grad()
 def evaluate(objective: Objective, model, items: list, indices: list[int], lengths: list[int], device) -> dict:
     """Mean metrics ({name: value}, the objective's metric_names) over the given items."""
     model.eval()
