@@ -111,7 +111,8 @@ def _tools_block(tools: list[dict] | None) -> str:
     return TOOL_INSTRUCTIONS + "\n".join(json.dumps(t, ensure_ascii=False) for t in tools)
 
 
-def _assistant_text(message: dict) -> str:
+def assistant_text(message: dict) -> str:
+    """An assistant message's text as an assistant turn renders it: content, then its tool calls."""
     text = content_text(message.get("content"))
     calls = message.get("tool_calls")
     if calls:
@@ -164,7 +165,7 @@ def _render_builtin(messages: list[dict], tools: list[dict] | None, family: str,
             if pending:  # Gemma puts the system text in a user turn; without one, it gets its own
                 emit("user", pending)
                 pending = ""
-            emit(assistant, _assistant_text(m), trained=m.get("weight", 1) != 0)
+            emit(assistant, assistant_text(m), trained=m.get("weight", 1) != 0)
             j += 1
             continue
         else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tunehouse.data.formats import check_preference
-from tunehouse.data.render import content_text, preference_chats, render_tool_calls
+from tunehouse.data.render import assistant_text, preference_chats
 from tunehouse.eval import metrics as m
 from tunehouse.eval.comparison import (
     Backend,
@@ -55,15 +55,6 @@ class PairScore:
         return self.logp_preferred > self.logp_non_preferred  # a tie is not a preference
 
 
-def output_text(message: dict) -> str:
-    """An output message's text as render_chat renders an assistant turn: content, then its tool calls."""
-    text = content_text(message.get("content"))
-    calls = message.get("tool_calls")
-    if calls:
-        text = (text + "\n" if text else "") + render_tool_calls(calls)
-    return text
-
-
 def parse_pair(obj: object, line_no: int, index: int) -> PreferencePair:
     """One JSONL line of a preference file; every malformation is an EvalError naming the line."""
     where = f"line {line_no}"
@@ -76,7 +67,7 @@ def parse_pair(obj: object, line_no: int, index: int) -> PreferencePair:
         raise EvalError(f"{where}: {problems[0][1]}{more}")
     try:
         preferred, rejected = preference_chats(obj)
-        texts = output_text(preferred["messages"][-1]), output_text(rejected["messages"][-1])
+        texts = assistant_text(preferred["messages"][-1]), assistant_text(rejected["messages"][-1])
     except ValueError as e:  # e.g. two output messages: DPO trains on exactly one per side
         raise EvalError(f"{where}: {e}") from None
     if texts[0] == texts[1]:
