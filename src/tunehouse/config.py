@@ -24,7 +24,13 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNEHOUSE_", extra="ignore")
 
     data_dir: Path = Field(default_factory=lambda: Path.home() / ".tunehouse", description=(
-        "SQLite database, uploaded files, job directories and model caches"))
+        "SQLite database (unless `TUNEHOUSE_DATABASE_URL` says otherwise), blobs (unless `TUNEHOUSE_BLOB_DIR`) and "
+        "model caches"))
+    database_url: str | None = Field(None, description=(
+        "`sqlite:///PATH` or `postgresql://user:pass@host:port/db`; unset = `sqlite:///{data_dir}/tunehouse.db`"))
+    blob_dir: Path | None = Field(None, description=(
+        "Uploaded files, adapters, checkpoints and results; a shared filesystem when several machines serve or "
+        "train; unset = the data dir"))
     host: str = Field("127.0.0.1", description="Address `tunehouse serve` binds")
     port: int = Field(8000, description="Port `tunehouse serve` binds")
     base_url: str | None = Field(None, description=(
@@ -61,13 +67,35 @@ class Settings(BaseSettings):
     inference_precision: InferencePrecision = Field("f16", description=(
         "Base weights llama.cpp serves, re-encoded once: `original` (the embedded Q4_K_M), `q8_0`, `f16`, "
         "`f16-q8head`, `f32-q8head`, `f32`"))
+    train_processes: str = Field("auto", description=(
+        "Training processes per job: `auto` (the number of CUDA devices, else 1) or N; more than 1 runs the job "
+        "under torchrun (NCCL on CUDA, gloo on CPU)"))
     job_eval_examples: int = Field(100, description=(
         "Validation examples a job's final evaluation answers (event + report); 0 = no evaluation"))
 
-    @field_validator("data_dir", mode="before")
+    @field_validator("data_dir", "blob_dir", mode="before")
     @classmethod
     def _expand(cls, v: object) -> object:
+        if v == "":
+            return None
         return Path(v).expanduser() if isinstance(v, str | Path) else v
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _database_url(cls, v: object) -> object:
+        if v in (None, ""):
+            return None
+        if not isinstance(v, str) or not v.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("use sqlite:///PATH or postgresql://user:pass@host:port/db")
+        return v
+
+    @field_validator("train_processes", mode="before")
+    @classmethod
+    def _train_processes(cls, v: object) -> object:
+        text = str(v).strip().lower()
+        if text != "auto" and not (text.isdigit() and int(text) >= 1):
+            raise ValueError("use auto or a whole number >= 1")
+        return text
 
     @field_validator("model_aliases", mode="before")
     @classmethod
@@ -75,16 +103,27 @@ class Settings(BaseSettings):
         return json.loads(v) if isinstance(v, str) else v
 
     @property
-    def db_path(self) -> Path:
-        return self.data_dir / "tunehouse.db"
+    def db_url(self) -> str:
+        """The database in use: TUNEHOUSE_DATABASE_URL, or the data dir's SQLite file."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'tunehouse.db'}"
+
+    @property
+    def db_path(self) -> Path | None:
+        """The SQLite file, or None when the database is PostgreSQL."""
+        url = self.db_url
+        return Path(url.removeprefix("sqlite:///")).expanduser() if url.startswith("sqlite:///") else None
+
+    @property
+    def blob_root(self) -> Path:
+        return self.blob_dir or self.data_dir
 
     @property
     def blobs_dir(self) -> Path:
-        return self.data_dir / "files"
+        return self.blob_root / "files"
 
     @property
     def jobs_dir(self) -> Path:
-        return self.data_dir / "jobs"
+        return self.blob_root / "jobs"
 
     @property
     def models_dir(self) -> Path:
