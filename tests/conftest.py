@@ -1,7 +1,10 @@
-"""Shared fixtures: a tiny offline model registered in a temporary data dir, and paths to fixtures."""
+"""Shared fixtures: a tiny offline model registered in a temporary data dir, paths to fixtures, and a throwaway
+PostgreSQL server with a fresh database per test."""
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,31 @@ def settings(tmp_path, tiny_model_dir):
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL cluster for the whole session (tests/pg.py); fails, never skips, without one."""
+    from tests import pg
+    from tunehouse.store.db import close_pools
+
+    try:
+        cluster = pg.start_cluster()
+    except pg.PostgresNotFound as e:
+        pytest.fail(str(e), pytrace=False)
+    yield cluster
+    close_pools()
+    cluster.stop()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture
+def pg_database_url(pg_server) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's cluster; this process's pools close afterwards."""
+    from tests import pg
+    from tunehouse.store.db import close_pools
+
+    yield pg.create_database(pg_server.url, f"test_{next(_databases)}")
+    close_pools()

@@ -90,20 +90,34 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`tunehouse serve` in a subprocess (the real CLI entry point), restartable on the same data dir."""
+    """`tunehouse serve` in a subprocess (the real CLI entry point), restartable on the same data dir.
 
-    def __init__(self, data_dir: Path, *, worker: bool = False, env: dict | None = None):
+    `database_url` (TUNEHOUSE_DATABASE_URL, also accepted in `env`) puts the store on PostgreSQL; unset, the
+    server uses the data dir's SQLite file.
+    """
+
+    def __init__(self, data_dir: Path, *, worker: bool = False, env: dict | None = None,
+                 database_url: str | None = None):
         self.data_dir, self.worker, self.port = data_dir, worker, free_port()
         # The caller's TUNEHOUSE_* variables must not leak into the server under test.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("TUNEHOUSE_")}
         self.env.update({"TUNEHOUSE_DEFAULT_BASE_MODEL": TINY, "TUNEHOUSE_WORKER_POLL_SECONDS": "0.2",
                          "TUNEHOUSE_HEARTBEAT_SECONDS": "0.5", "TUNEHOUSE_STALE_AFTER_SECONDS": "4", **(env or {})})
+        if database_url:
+            self.env["TUNEHOUSE_DATABASE_URL"] = database_url
         self.proc: subprocess.Popen | None = None
         self.log = data_dir.parent / f"server-{self.port}.log"
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
+
+    def settings(self):
+        """Settings on the server's data dir and database, for a test that reads the store directly."""
+        from tunehouse.config import Settings
+
+        return Settings(data_dir=self.data_dir, database_url=self.env.get("TUNEHOUSE_DATABASE_URL"),
+                        blob_dir=self.env.get("TUNEHOUSE_BLOB_DIR"))
 
     def start(self, timeout: float = 60) -> LiveServer:
         cmd = [sys.executable, "-c", "from tunehouse.cli import app; app()", "serve", "--port", str(self.port),

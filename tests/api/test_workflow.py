@@ -13,13 +13,13 @@ from tests.api.live import LiveServer, SchemaLog, chat_file, make_data_dir, sdk_
 from tests.conftest import TINY
 
 FT_ID = re.compile(rf"ft:{TINY}:tunehouse:seed-run:[a-z0-9]{{8}}")
+SERVER_ENV = {"TUNEHOUSE_API_KEYS": "alpha:key-alpha,beta:key-beta"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("workflow")
-    srv = LiveServer(make_data_dir(root, tiny_model_dir), worker=True,
-                     env={"TUNEHOUSE_API_KEYS": "alpha:key-alpha,beta:key-beta"}).start()
+    srv = LiveServer(make_data_dir(root, tiny_model_dir), worker=True, env=SERVER_ENV).start()
     yield srv
     srv.stop()
 
@@ -111,11 +111,10 @@ def test_checkpoints_are_models(client, finished, log):
 
 
 def test_resolve_model_gives_base_and_adapter_for_inference(server, finished):
-    from tunehouse.config import Settings
     from tunehouse.store.errors import NotFound
     from tunehouse.store.models import resolve
 
-    settings = Settings(data_dir=server.data_dir)
+    settings = server.settings()
     base, adapter = resolve(settings, "alpha", finished.fine_tuned_model)
     assert base == TINY and (adapter / "adapter_config.json").is_file()
     assert resolve(settings, "alpha", f"{finished.fine_tuned_model}:ckpt-step-3")[1].name == "step-3"

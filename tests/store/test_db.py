@@ -1,4 +1,4 @@
-"""SQLite store basics: WAL, versioned schema, pagination cursors, files on disk."""
+"""Store basics on both databases: versioned schema, transactions, pagination cursors, files on disk; SQLite's WAL."""
 
 from __future__ import annotations
 
@@ -13,15 +13,27 @@ from tunehouse.store.errors import NotFound
 
 
 @pytest.fixture
-def conn(tmp_path):
-    c = db.connect(Settings(data_dir=tmp_path))
+def settings(tmp_path, database_url):
+    return Settings(data_dir=tmp_path, database_url=database_url)
+
+
+@pytest.fixture
+def conn(settings):
+    c = db.connect(settings)
     yield c
     c.close()
 
 
-def test_database_is_wal_and_at_latest_schema_version(conn):
+def test_database_is_at_latest_schema_version(conn):
+    assert db.schema_version(conn) == len(db.MIGRATIONS)
+    assert db.migrate(conn) == len(db.MIGRATIONS)  # nothing left to apply
+
+
+def test_sqlite_database_is_wal_and_keeps_its_version_in_user_version(tmp_path):
+    conn = db.connect(Settings(data_dir=tmp_path))
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(db.MIGRATIONS)
+    conn.close()
 
 
 def open_together(settings: Settings, n: int) -> tuple[list[Exception], list[str]]:
@@ -46,7 +58,7 @@ def open_together(settings: Settings, n: int) -> tuple[list[Exception], list[str
     return errors, modes
 
 
-def test_migrations_run_once_even_when_processes_start_together(tmp_path):
+def test_sqlite_migrations_run_once_even_when_processes_start_together(tmp_path):
     # The API and the worker open a fresh data dir at the same moment; the switch to WAL used to fail with
     # "database is locked" about one time in five, so race two connections on many fresh databases.
     for attempt in range(50):
@@ -70,8 +82,7 @@ def _add(conn, settings, tmp_path, name, project="p", purpose="assistants"):
     return files.add_file(conn, settings, project=project, filename=name, purpose=purpose, src=src)
 
 
-def test_list_page_cursor_both_orders_and_unknown_cursor(conn, tmp_path):
-    settings = Settings(data_dir=tmp_path)
+def test_list_page_cursor_both_orders_and_unknown_cursor(conn, settings, tmp_path):
     ids = [_add(conn, settings, tmp_path, f"f{i}")["id"] for i in range(5)]
     rows, more = files.list_files(conn, "p", limit=2, order="asc")
     assert [r["id"] for r in rows] == ids[:2] and more
@@ -82,8 +93,7 @@ def test_list_page_cursor_both_orders_and_unknown_cursor(conn, tmp_path):
     assert files.list_files(conn, "p", after="file-unknown")[0] == []
 
 
-def test_file_blob_is_moved_into_the_store_and_deleted_with_the_row(conn, tmp_path):
-    settings = Settings(data_dir=tmp_path)
+def test_file_blob_is_moved_into_the_store_and_deleted_with_the_row(conn, settings, tmp_path):
     row = _add(conn, settings, tmp_path, "a.txt")
     blob = db.blob_path(settings, row["id"])
     assert blob.read_bytes() == b"a.txt" and not (tmp_path / "src-a.txt").exists()
@@ -93,8 +103,7 @@ def test_file_blob_is_moved_into_the_store_and_deleted_with_the_row(conn, tmp_pa
         files.get_file(conn, "p", row["id"])
 
 
-def test_files_are_scoped_by_project(conn, tmp_path):
-    settings = Settings(data_dir=tmp_path)
+def test_files_are_scoped_by_project(conn, settings, tmp_path):
     row = _add(conn, settings, tmp_path, "a.txt", project="one")
     with pytest.raises(NotFound):
         files.get_file(conn, "two", row["id"])

@@ -17,8 +17,8 @@ STORE = Path(__file__).resolve().parents[2] / "src" / "tunehouse" / "store"
 
 
 @pytest.fixture
-def conn(tmp_path):
-    c = db.connect(Settings(data_dir=tmp_path))
+def conn(tmp_path, database_url):
+    c = db.connect(Settings(data_dir=tmp_path, database_url=database_url))
     yield c
     c.close()
 

@@ -14,8 +14,8 @@ from tunehouse.store.errors import Conflict
 
 
 @pytest.fixture
-def settings(tmp_path):
-    return Settings(data_dir=tmp_path)
+def settings(tmp_path, database_url):
+    return Settings(data_dir=tmp_path, database_url=database_url)
 
 
 @pytest.fixture
@@ -33,8 +33,8 @@ def _job(conn, settings, project="p", metadata=None, status="queued"):
     return jobs.get_job(conn, project, row["id"])
 
 
-def _claim_all(data_dir: str, out) -> None:
-    conn = db.connect(Settings(data_dir=data_dir))
+def _claim_all(data_dir: str, database_url: str | None, out) -> None:
+    conn = db.connect(Settings(data_dir=data_dir, database_url=database_url))
     wid = leases.make_worker_id()
     got = []
     while (row := leases.claim_job(conn, wid)) is not None:
@@ -46,7 +46,8 @@ def test_concurrent_workers_never_claim_the_same_job(conn, settings):
     ids = {_job(conn, settings)["id"] for _ in range(40)}
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_claim_all, args=(str(settings.data_dir), out)) for _ in range(4)]
+    args = (str(settings.data_dir), settings.database_url, out)
+    procs = [ctx.Process(target=_claim_all, args=args) for _ in range(4)]
     for p in procs:
         p.start()
     claimed = [job_id for _ in procs for job_id in out.get(timeout=60)]
@@ -151,3 +152,24 @@ def test_model_ids_follow_openai_shape(conn, settings):
     job = _job(conn, settings)
     base, org, suffix, tag = job["model_id"].split(":")[1:]
     assert (base, org, suffix) == ("m", settings.org, "") and len(tag) == 8
+
+
+def test_a_worker_that_lost_its_job_can_no_longer_change_it(conn, settings, tmp_path):
+    job = _job(conn, settings)
+    leases.claim_job(conn, "old:1:a")
+    conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ?", (time.time() - 120, job["id"]))
+    assert leases.requeue_stale(conn, 60, alive=lambda w: None) == [job["id"]]
+    assert leases.claim_job(conn, "new:2:b")["id"] == job["id"]
+    # The old worker wakes up (a long GC pause, a network partition): every write it tries is refused.
+    assert not leases.heartbeat(conn, job["id"], "old:1:a")
+    assert not jobs.set_hyperparameters(conn, job["id"], "old:1:a", {"n_epochs": 9})
+    jobs.set_estimated_finish(conn, job["id"], "old:1:a", 123)
+    assert leases.control_state(conn, job["id"], "old:1:a") == "pause"
+    leases.release_job(conn, job["id"], "old:1:a", requeue=True)
+    assert not jobs.complete_job(conn, job, "old:1:a", adapter_dir=tmp_path, trained_tokens=1, hyperparameters={},
+                                 result_file_ids=[])
+    row = jobs.get_job(conn, "p", job["id"])
+    assert (row["status"], row["worker_id"], row["estimated_finish"], row["fine_tuned_model"]) == (
+        "running", "new:2:b", None, None)
+    assert json.loads(row["hyperparameters"])["n_epochs"] == "auto"
+    assert leases.heartbeat(conn, job["id"], "new:2:b")

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: settings, one SQLite connection per request, and the caller's project (auth).
+"""FastAPI dependencies: settings, one database connection per request (SQLite, or borrowed from the
+PostgreSQL pool), and the caller's project (auth).
 
 Use them as annotated types in route signatures: `def route(db: SessionDep, project: ProjectDep): ...`.
 """
@@ -6,7 +7,6 @@ Use them as annotated types in route signatures: `def route(db: SessionDep, proj
 from __future__ import annotations
 
 import ipaddress
-import sqlite3
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -15,7 +15,7 @@ from fastapi import Depends, Header, Request
 from tunehouse.api.errors import APIError
 from tunehouse.config import Settings
 from tunehouse.store import keys
-from tunehouse.store.db import connect
+from tunehouse.store.db import Connection, connect
 
 
 def get_settings(request: Request) -> Settings:
@@ -25,7 +25,7 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[sqlite3.Connection]:
+def get_session(settings: SettingsDep) -> Iterator[Connection]:
     conn = connect(settings)
     try:
         yield conn
@@ -33,7 +33,7 @@ def get_session(settings: SettingsDep) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-SessionDep = Annotated[sqlite3.Connection, Depends(get_session)]
+SessionDep = Annotated[Connection, Depends(get_session)]
 
 
 def is_loopback(host: str | None) -> bool:

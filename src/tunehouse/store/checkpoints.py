@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
-from tunehouse.store.db import list_page, new_id, now, transaction
+from tunehouse.store.db import Connection, Row, list_page, new_id, now, transaction
 from tunehouse.store.jobs import add_event
 
 
 def add_checkpoint(
-    conn: sqlite3.Connection, job: sqlite3.Row, step: int, adapter_dir: Path, metrics: dict, keep: int
+    conn: Connection, job: Row, step: int, adapter_dir: Path, metrics: dict, keep: int
 ) -> str:
     """Record a checkpoint model `ft:...:ckpt-step-N`; only the newest `keep` stay listed, as OpenAI keeps."""
     model_id = f"{job['model_id']}:ckpt-step-{step}"
@@ -33,7 +32,7 @@ def add_checkpoint(
 
 
 def list_checkpoints(
-    conn: sqlite3.Connection, job_id: str, *, after: str | None = None, limit: int = 10
-) -> tuple[list[sqlite3.Row], bool]:
+    conn: Connection, job_id: str, *, after: str | None = None, limit: int = 10
+) -> tuple[list[Row], bool]:
     """One page of the job's checkpoints, newest first: (rows, has_more)."""
     return list_page(conn, "checkpoints", "job_id = ?", [job_id], after=after, limit=limit)

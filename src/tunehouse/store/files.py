@@ -1,15 +1,14 @@
-"""Files: rows in SQLite, bytes on disk under settings.blobs_dir (one blob per file id, written once)."""
+"""Files: rows in the database, bytes on disk under settings.blobs_dir (one blob per file id, written once)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import sqlite3
 from pathlib import Path
 
 from tunehouse.config import Settings
-from tunehouse.store.db import blob_path, list_page, new_id, now, transaction
+from tunehouse.store.db import Connection, Row, blob_path, list_page, new_id, now, transaction
 from tunehouse.store.errors import InvalidRequest, NotFound
 
 log = logging.getLogger("tunehouse.store")
@@ -54,7 +53,7 @@ def validate_blob(path: Path) -> tuple[str, str | None, dict]:
 
 
 def add_file(
-    conn: sqlite3.Connection,
+    conn: Connection,
     settings: Settings,
     *,
     project: str,
@@ -62,7 +61,7 @@ def add_file(
     purpose: str,
     src: Path,
     validate: bool = True,
-) -> sqlite3.Row:
+) -> Row:
     """Adopt the finished upload `src` (renamed into the blob store) as a new file object."""
     file_id = new_id("file-")
     dest = blob_path(settings, file_id)
@@ -89,7 +88,7 @@ def add_file(
     return get_file(conn, project, file_id)
 
 
-def get_file(conn: sqlite3.Connection, project: str, file_id: str) -> sqlite3.Row:
+def get_file(conn: Connection, project: str, file_id: str) -> Row:
     row = conn.execute("SELECT * FROM files WHERE id = ? AND project = ?", (file_id, project)).fetchone()
     if row is None:
         raise NotFound(f"No such File object: {file_id}", param="id")
@@ -97,14 +96,14 @@ def get_file(conn: sqlite3.Connection, project: str, file_id: str) -> sqlite3.Ro
 
 
 def list_files(
-    conn: sqlite3.Connection,
+    conn: Connection,
     project: str,
     *,
     purpose: str | None = None,
     after: str | None = None,
     limit: int = 10000,
     order: str = "desc",
-) -> tuple[list[sqlite3.Row], bool]:
+) -> tuple[list[Row], bool]:
     where, params = "project = ?", [project]
     if purpose:
         where += " AND purpose = ?"
@@ -112,7 +111,7 @@ def list_files(
     return list_page(conn, "files", where, params, after=after, limit=limit, order=order)
 
 
-def delete_file(conn: sqlite3.Connection, settings: Settings, project: str, file_id: str) -> None:
+def delete_file(conn: Connection, settings: Settings, project: str, file_id: str) -> None:
     with transaction(conn):
         get_file(conn, project, file_id)
         conn.execute("DELETE FROM files WHERE id = ?", (file_id,))
@@ -120,7 +119,7 @@ def delete_file(conn: sqlite3.Connection, settings: Settings, project: str, file
     blob_path(settings, file_id).unlink(missing_ok=True)
 
 
-def file_blob(settings: Settings, row: sqlite3.Row) -> Path:
+def file_blob(settings: Settings, row: Row) -> Path:
     path = blob_path(settings, row["id"])
     if not path.exists():
         raise NotFound(f"The content of file {row['id']} is missing on disk", param="id")

@@ -7,10 +7,9 @@ validating_files); idempotent, and the status transition is atomic, so running i
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 from tunehouse.config import Settings
-from tunehouse.store.db import blob_path
+from tunehouse.store.db import Connection, blob_path
 from tunehouse.store.job_states import JobStatus
 from tunehouse.store.jobs import fail_job, get_job, mark_validated
 
@@ -57,7 +56,7 @@ def _check(settings: Settings, file_id: str, param: str, method: str) -> tuple[s
     return None
 
 
-def validate_job_files(conn: sqlite3.Connection, settings: Settings, job_id: str) -> str:
+def validate_job_files(conn: Connection, settings: Settings, job_id: str) -> str:
     """validating_files -> queued | failed; returns the job's status afterwards."""
     job = get_job(conn, None, job_id)
     if job["status"] != JobStatus.VALIDATING_FILES:

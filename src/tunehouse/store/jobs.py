@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import string
 from pathlib import Path
 
 from tunehouse.config import Settings
-from tunehouse.store.db import list_page, new_id, now, transaction
+from tunehouse.store.db import Connection, Row, list_page, new_id, now, transaction
 from tunehouse.store.errors import Conflict, NotFound
 from tunehouse.store.job_states import FINAL, JobStatus, status_guard
 
@@ -24,7 +23,7 @@ _MODEL_ALPHABET = string.ascii_lowercase + string.digits
 
 
 def add_event(
-    conn: sqlite3.Connection,
+    conn: Connection,
     job_id: str,
     message: str,
     *,
@@ -40,7 +39,7 @@ def add_event(
     return event_id
 
 
-def create_job(conn: sqlite3.Connection, settings: Settings, project: str, spec: dict) -> sqlite3.Row:
+def create_job(conn: Connection, settings: Settings, project: str, spec: dict) -> Row:
     """Insert a job in `validating_files` with OpenAI's first two events; `spec` is already checked by the API.
 
     spec keys: model, base_model, init_adapter, training_file, validation_file, suffix, seed, hyperparameters,
@@ -85,7 +84,7 @@ def create_job(conn: sqlite3.Connection, settings: Settings, project: str, spec:
     return get_job(conn, project, job_id)
 
 
-def get_job(conn: sqlite3.Connection, project: str | None, job_id: str) -> sqlite3.Row:
+def get_job(conn: Connection, project: str | None, job_id: str) -> Row:
     """A job by id within `project` (None: any project, for the worker)."""
     if project is None:
         row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -98,27 +97,30 @@ def get_job(conn: sqlite3.Connection, project: str | None, job_id: str) -> sqlit
 
 
 def list_jobs(
-    conn: sqlite3.Connection, project: str, *, after: str | None = None, limit: int = 20,
+    conn: Connection, project: str, *, after: str | None = None, limit: int = 20,
     metadata: dict[str, str] | None = None, status: str | None = None,
-) -> tuple[list[sqlite3.Row], bool]:
+) -> tuple[list[Row], bool]:
     """One page of the project's jobs, newest first; optionally only those with `status` (the dashboard's filter)."""
     where, params = "project = ?", [project]
     if status:
         where += " AND status = ?"
         params.append(status)
+    # metadata is a JSON object in a TEXT column; the key is a parameter, quoted by the database itself.
+    match = ("json_extract(metadata, '$.' || json_quote(?)) = ?" if conn.dialect == "sqlite"
+             else "(metadata::jsonb ->> CAST(? AS TEXT)) = ?")
     for key, value in (metadata or {}).items():
-        where += " AND json_extract(metadata, '$.' || json_quote(?)) = ?"
+        where += f" AND {match}"
         params += [key, value]
     return list_page(conn, "jobs", where, params, after=after, limit=limit)
 
 
 def list_events(
-    conn: sqlite3.Connection, job_id: str, *, after: str | None = None, limit: int = 20
-) -> tuple[list[sqlite3.Row], bool]:
+    conn: Connection, job_id: str, *, after: str | None = None, limit: int = 20
+) -> tuple[list[Row], bool]:
     return list_page(conn, "events", "job_id = ?", [job_id], after=after, limit=limit)
 
 
-def fail_job(conn: sqlite3.Connection, job_id: str, code: str, message: str, param: str | None) -> bool:
+def fail_job(conn: Connection, job_id: str, code: str, message: str, param: str | None) -> bool:
     """Mark a non-final job failed with OpenAI's `error` object and an error event; False if it was final."""
     error = json.dumps({"code": code, "message": message, "param": param})
     guard, allowed = status_guard(S.FAILED)
@@ -133,7 +135,7 @@ def fail_job(conn: sqlite3.Connection, job_id: str, code: str, message: str, par
     return bool(cur.rowcount)
 
 
-def mark_validated(conn: sqlite3.Connection, job_id: str) -> bool:
+def mark_validated(conn: Connection, job_id: str) -> bool:
     """validating_files -> queued (only once, even if two validators raced)."""
     guard, allowed = status_guard(S.QUEUED, (S.VALIDATING_FILES,))
     with transaction(conn):
@@ -143,7 +145,7 @@ def mark_validated(conn: sqlite3.Connection, job_id: str) -> bool:
     return bool(cur.rowcount)
 
 
-def cancel_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.Row:
+def cancel_job(conn: Connection, project: str, job_id: str) -> Row:
     with transaction(conn):
         job = get_job(conn, project, job_id)
         if job["status"] in FINAL:
@@ -158,7 +160,7 @@ def cancel_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.R
     return get_job(conn, project, job_id)
 
 
-def pause_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.Row:
+def pause_job(conn: Connection, project: str, job_id: str) -> Row:
     with transaction(conn):
         job = get_job(conn, project, job_id)
         if job["status"] not in (S.QUEUED, S.RUNNING):
@@ -171,7 +173,7 @@ def pause_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.Ro
     return get_job(conn, project, job_id)
 
 
-def resume_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.Row:
+def resume_job(conn: Connection, project: str, job_id: str) -> Row:
     with transaction(conn):
         job = get_job(conn, project, job_id)
         if job["status"] != S.PAUSED:
@@ -184,31 +186,31 @@ def resume_job(conn: sqlite3.Connection, project: str, job_id: str) -> sqlite3.R
     return get_job(conn, project, job_id)
 
 
-def jobs_to_validate(conn: sqlite3.Connection) -> list[str]:
+def jobs_to_validate(conn: Connection) -> list[str]:
     rows = conn.execute("SELECT id FROM jobs WHERE status = ? ORDER BY seq", (S.VALIDATING_FILES,))
     return [r["id"] for r in rows]
 
 
-def job_owner(conn: sqlite3.Connection, job_id: str) -> str | None:
+def job_owner(conn: Connection, job_id: str) -> str | None:
     """The id of the worker holding the job, or None (no job, or nobody holds it)."""
     row = conn.execute("SELECT worker_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
     return None if row is None else row["worker_id"]
 
 
-def set_hyperparameters(conn: sqlite3.Connection, job_id: str, worker_id: str, hyperparameters: dict) -> bool:
+def set_hyperparameters(conn: Connection, job_id: str, worker_id: str, hyperparameters: dict) -> bool:
     """The resolved values replace "auto" once training runs (as OpenAI's jobs show them); owner only."""
     cur = conn.execute("UPDATE jobs SET hyperparameters = ? WHERE id = ? AND worker_id = ?",
                        (json.dumps(hyperparameters), job_id, worker_id))
     return bool(cur.rowcount)
 
 
-def set_estimated_finish(conn: sqlite3.Connection, job_id: str, worker_id: str, when: int) -> None:
+def set_estimated_finish(conn: Connection, job_id: str, worker_id: str, when: int) -> None:
     conn.execute("UPDATE jobs SET estimated_finish = ? WHERE id = ? AND worker_id = ?", (when, job_id, worker_id))
 
 
 def complete_job(
-    conn: sqlite3.Connection,
-    job: sqlite3.Row,
+    conn: Connection,
+    job: Row,
     worker_id: str,
     *,
     adapter_dir: Path,

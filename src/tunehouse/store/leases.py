@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import time
 from collections.abc import Callable
 
-from tunehouse.store.db import new_id, now, transaction
+from tunehouse.store.db import Connection, Row, new_id, now, transaction
 from tunehouse.store.job_states import JobStatus, status_guard
 from tunehouse.store.jobs import add_event
 
@@ -42,12 +41,16 @@ def worker_alive(worker_id: str) -> bool | None:
     return True
 
 
-def claim_job(conn: sqlite3.Connection, worker_id: str) -> sqlite3.Row | None:
+def claim_job(conn: Connection, worker_id: str) -> Row | None:
     """Take the oldest queued job; one UPDATE ... RETURNING, so two workers never get the same job."""
     # Idle workers poll every second: look before taking the write lock, so they do not contend for it.
     waiting = "SELECT id FROM jobs WHERE status = ? AND worker_id IS NULL ORDER BY seq LIMIT 1"
     if conn.execute(waiting, (S.QUEUED,)).fetchone() is None:
         return None
+    if conn.dialect == "postgresql":
+        # Lock the chosen row and pass over rows another claimer holds; the status guard below is re-checked
+        # on the row's newest version, so even without the transaction's lock no job is taken twice.
+        waiting += " FOR UPDATE SKIP LOCKED"
     guard, allowed = status_guard(S.RUNNING, (S.QUEUED,))
     with transaction(conn):
         row = conn.execute(
@@ -63,14 +66,14 @@ def claim_job(conn: sqlite3.Connection, worker_id: str) -> sqlite3.Row | None:
     return row
 
 
-def heartbeat(conn: sqlite3.Connection, job_id: str, worker_id: str) -> bool:
+def heartbeat(conn: Connection, job_id: str, worker_id: str) -> bool:
     cur = conn.execute("UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND worker_id = ?",
                        (time.time(), job_id, worker_id))
     return bool(cur.rowcount)
 
 
 def requeue_stale(
-    conn: sqlite3.Connection, stale_after: float, alive: Callable[[str], bool | None] = worker_alive
+    conn: Connection, stale_after: float, alive: Callable[[str], bool | None] = worker_alive
 ) -> list[str]:
     """Re-queue running jobs whose worker died: heartbeat older than `stale_after`, or its pid is gone.
 
@@ -98,7 +101,7 @@ def requeue_stale(
     return requeued
 
 
-def control_state(conn: sqlite3.Connection, job_id: str, worker_id: str) -> str:
+def control_state(conn: Connection, job_id: str, worker_id: str) -> str:
     """What the engine should do next: "continue", "cancel" or "pause" (also when this worker lost the job)."""
     row = conn.execute("SELECT status, worker_id FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None or row["status"] == S.CANCELLED:
@@ -112,7 +115,7 @@ def control_state(conn: sqlite3.Connection, job_id: str, worker_id: str) -> str:
     return "continue"
 
 
-def release_job(conn: sqlite3.Connection, job_id: str, worker_id: str, *, requeue: bool = False) -> None:
+def release_job(conn: Connection, job_id: str, worker_id: str, *, requeue: bool = False) -> None:
     """Drop ownership after the engine stopped (paused/cancelled/shutdown); `requeue` a still-running job."""
     with transaction(conn):
         if requeue:

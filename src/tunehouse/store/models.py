@@ -7,12 +7,11 @@ Never a silent fallback to some other model.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from pathlib import Path
 
 from tunehouse.catalog import UnknownModelError, list_base_models, resolve_base_model
 from tunehouse.config import Settings
-from tunehouse.store.db import transaction
+from tunehouse.store.db import Connection, transaction
 from tunehouse.store.errors import InvalidRequest, NotFound
 
 BASE_OWNER = "tunehouse"
@@ -23,7 +22,7 @@ def _not_found(model_id: str) -> NotFound:
                     code="model_not_found")
 
 
-def resolve_model(conn: sqlite3.Connection, settings: Settings, project: str, model_id: str) -> tuple[str, Path | None]:
+def resolve_model(conn: Connection, settings: Settings, project: str, model_id: str) -> tuple[str, Path | None]:
     """Base name, alias, fine-tuned `ft:...` id or checkpoint `ft:...:ckpt-step-N` -> (base_model, adapter_dir).
 
     Fine-tuned and checkpoint ids resolve only inside `project`; deleted models are gone. Raises NotFound.
@@ -43,7 +42,7 @@ def resolve_model(conn: sqlite3.Connection, settings: Settings, project: str, mo
         raise _not_found(model_id) from None
 
 
-def list_models(conn: sqlite3.Connection, settings: Settings, project: str) -> list[dict]:
+def list_models(conn: Connection, settings: Settings, project: str) -> list[dict]:
     """OpenAI Model objects: base models first, then this project's fine-tuned models and checkpoints."""
     out = [{"id": m.name, "object": "model", "created": m.created, "owned_by": BASE_OWNER}
            for m in list_base_models(settings)]
@@ -56,14 +55,14 @@ def list_models(conn: sqlite3.Connection, settings: Settings, project: str) -> l
     return out
 
 
-def get_model(conn: sqlite3.Connection, settings: Settings, project: str, model_id: str) -> dict:
+def get_model(conn: Connection, settings: Settings, project: str, model_id: str) -> dict:
     for m in list_models(conn, settings, project):
         if m["id"] == model_id:
             return m
     raise _not_found(model_id)
 
 
-def delete_model(conn: sqlite3.Connection, settings: Settings, project: str, model_id: str) -> Path:
+def delete_model(conn: Connection, settings: Settings, project: str, model_id: str) -> Path:
     """Delete a fine-tuned model of this project and its adapter directory; returns that (now removed) path.
 
     Base models and checkpoints are not deletable (as on OpenAI, where only fine-tuned models are). Row first,

@@ -6,7 +6,6 @@ No business logic lives here: jobs are the API's `job_object`, events its `event
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from datetime import UTC, datetime
 
@@ -15,6 +14,7 @@ from tunehouse.config import Settings
 from tunehouse.store import files as files_store
 from tunehouse.store import jobs as jobs_store
 from tunehouse.store.checkpoints import list_checkpoints
+from tunehouse.store.db import Connection
 from tunehouse.store.errors import NotFound
 from tunehouse.store.job_states import FINAL, JobStatus
 from tunehouse.store.metrics import job_metrics
@@ -46,7 +46,7 @@ def job_duration(job: dict) -> float | None:
     return None if job["status"] in FINAL else time.time() - job["created_at"]
 
 
-def jobs_page(db: sqlite3.Connection, settings: Settings, project: str, status: str | None,
+def jobs_page(db: Connection, settings: Settings, project: str, status: str | None,
               after: str | None) -> tuple[list[dict], bool]:
     rows, has_more = jobs_store.list_jobs(db, project, after=after, limit=PAGE_SIZE, status=status)
     # The API's object plus the row's suffix, which OpenAI's job object does not carry.
@@ -64,7 +64,7 @@ def progress(job: dict, metrics: list[dict]) -> dict:
             "eta_in": fmt_duration(eta - time.time()) if eta else None}
 
 
-def live_data(db: sqlite3.Connection, settings: Settings, project: str, job_id: str, after_step: int = -1) -> dict:
+def live_data(db: Connection, settings: Settings, project: str, job_id: str, after_step: int = -1) -> dict:
     """The job page's live JSON: the job, the metrics of steps after `after_step` (the page already has the
     others, so a long job's poll stays small) and the newest events."""
     job = job_object(jobs_store.get_job(db, project, job_id), settings)
@@ -85,7 +85,7 @@ def evaluation(events: list[dict]) -> dict | None:
     return {"message": event["message"], "baseline_model": event["data"].get("baseline_model"), "rows": rows}
 
 
-def result_files(db: sqlite3.Connection, project: str, file_ids: list[str]) -> list[dict]:
+def result_files(db: Connection, project: str, file_ids: list[str]) -> list[dict]:
     out = []
     for file_id in file_ids:
         try:
@@ -96,7 +96,7 @@ def result_files(db: sqlite3.Connection, project: str, file_ids: list[str]) -> l
     return out
 
 
-def job_detail(db: sqlite3.Connection, settings: Settings, project: str, job_id: str) -> dict:
+def job_detail(db: Connection, settings: Settings, project: str, job_id: str) -> dict:
     data = live_data(db, settings, project, job_id)
     data["job"]["suffix"] = jobs_store.get_job(db, project, job_id)["suffix"]
     ckpts, _ = list_checkpoints(db, job_id, limit=100)
@@ -107,7 +107,7 @@ def job_detail(db: sqlite3.Connection, settings: Settings, project: str, job_id:
     return data
 
 
-def file_report(db: sqlite3.Connection, settings: Settings, project: str, file_id: str) -> dict:
+def file_report(db: Connection, settings: Settings, project: str, file_id: str) -> dict:
     """A file and, for fine-tune files, the full validation report (errors by line, warnings, stats, estimate)."""
     from tunehouse.data.validation import validate_file
 

@@ -11,7 +11,6 @@ import csv
 import json
 import logging
 import math
-import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 from tunehouse.config import Settings
 from tunehouse.store import jobs, leases
 from tunehouse.store.checkpoints import add_checkpoint
-from tunehouse.store.db import blob_path, connect, transaction
+from tunehouse.store.db import Connection, OperationalError, Row, blob_path, connect, transaction
 from tunehouse.store.files import add_file, delete_file
 from tunehouse.store.jobs import add_event, fail_job
 from tunehouse.store.metrics import job_metrics, record_metrics
@@ -53,7 +52,7 @@ def should_log_step(step: int, total: int, has_valid: bool) -> bool:
     return step == 1 or step == total or step % every == 0 or has_valid
 
 
-def training_config(settings: Settings, job: sqlite3.Row):
+def training_config(settings: Settings, job: Row):
     """The engine's TrainingConfig for a job; resolves the base to its directory (first use converts the Gemma)."""
     from tunehouse.base_models import model_dir
     from tunehouse.training.config import TrainingConfig
@@ -82,7 +81,7 @@ def training_config(settings: Settings, job: sqlite3.Row):
 class StoreCallbacks:
     """TrainingCallbacks writing events, metrics and checkpoints to the store; control() reads the job row."""
 
-    def __init__(self, settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str,
+    def __init__(self, settings: Settings, conn: Connection, job: Row, worker_id: str,
                  stop_event: threading.Event):
         self.settings, self.conn, self.job, self.worker_id, self.stop = settings, conn, job, worker_id, stop_event
         self.started = time.monotonic()
@@ -145,13 +144,13 @@ def _heartbeat_loop(settings: Settings, job_id: str, worker_id: str, done: threa
         while not done.wait(settings.heartbeat_seconds):
             try:
                 leases.heartbeat(conn, job_id, worker_id)
-            except sqlite3.OperationalError as e:  # a busy database must not kill the heartbeat
+            except OperationalError as e:  # a busy database must not kill the heartbeat
                 log.warning("heartbeat for %s failed: %s", job_id, e)
     finally:
         conn.close()
 
 
-def _evaluate(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, adapter_dir: Path,
+def _evaluate(settings: Settings, conn: Connection, job: Row, adapter_dir: Path,
               stop_event: threading.Event) -> str | None:
     """The tuned model vs its base on the job's validation file: an event, and report.json as a result file.
 
@@ -185,7 +184,7 @@ def _evaluate(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, ad
     return report["id"]
 
 
-def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str, result,
+def _finish(settings: Settings, conn: Connection, job: Row, worker_id: str, result,
             stop_event: threading.Event) -> str:
     if result.status != "succeeded":
         # paused by the user, or our shutdown: a still-running row goes back to the queue for the next worker
@@ -212,7 +211,7 @@ def _finish(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, work
     return "succeeded"
 
 
-def run_job(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, worker_id: str,
+def run_job(settings: Settings, conn: Connection, job: Row, worker_id: str,
             stop_event: threading.Event | None = None) -> str:
     """Train one claimed job to its end; returns succeeded | paused | cancelled | failed | lost."""
     stop_event = stop_event or threading.Event()
@@ -221,8 +220,13 @@ def run_job(settings: Settings, conn: sqlite3.Connection, job: sqlite3.Row, work
     beat.start()
     try:
         from tunehouse.training.engine import train
+        from tunehouse.worker.distributed_run import run_distributed, uses_torchrun
 
-        result = train(training_config(settings, job), StoreCallbacks(settings, conn, job, worker_id, stop_event))
+        config, callbacks = training_config(settings, job), StoreCallbacks(settings, conn, job, worker_id, stop_event)
+        if uses_torchrun(settings):  # several processes (or machines): torchrun, callbacks served from here
+            result = run_distributed(settings, config, callbacks, stop_event)
+        else:
+            result = train(config, callbacks)
         return _finish(settings, conn, job, worker_id, result, stop_event)
     except Exception as e:
         log.exception("job %s failed", job["id"])
