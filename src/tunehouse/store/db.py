@@ -373,7 +373,7 @@ def migrate(conn: Connection) -> int:
 
 
 @contextmanager
-def transaction(conn: Connection) -> Iterator[Connection]:
+def transaction(conn: Connection, *, exclusive: bool = True) -> Iterator[Connection]:
     """One writer at a time: read-then-write sequences inside are atomic on both databases.
 
     SQLite: BEGIN IMMEDIATE takes the database's write lock up front. PostgreSQL: its default READ COMMITTED
@@ -381,13 +381,16 @@ def transaction(conn: Connection) -> Iterator[Connection]:
     requeue_stale, add_checkpoint's delete-insert-trim, migrations); a transaction-scoped advisory lock gives
     the same one-writer-at-a-time order SQLite has, released by COMMIT/ROLLBACK or when the session dies.
     SERIALIZABLE would need a retry loop around every transaction instead. Reads and single-statement writes
-    outside transaction() take no lock.
+    outside transaction() take no lock. `exclusive=False` skips that lock on PostgreSQL, for a transaction
+    whose rows are locked by its own statements (the job claim's FOR UPDATE SKIP LOCKED), so idle workers
+    claiming jobs never queue behind other writers.
     """
     if conn.dialect == "sqlite":
         conn.execute("BEGIN IMMEDIATE")
     else:
         conn.execute("BEGIN")
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
+        if exclusive:
+            conn.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
     try:
         yield conn
     except BaseException:

@@ -49,10 +49,10 @@ def claim_job(conn: Connection, worker_id: str) -> Row | None:
         return None
     if conn.dialect == "postgresql":
         # Lock the chosen row and pass over rows another claimer holds; the status guard below is re-checked
-        # on the row's newest version, so even without the transaction's lock no job is taken twice.
+        # on the row's newest version, so no job is taken twice, and the store's write lock is not needed.
         waiting += " FOR UPDATE SKIP LOCKED"
     guard, allowed = status_guard(S.RUNNING, (S.QUEUED,))
-    with transaction(conn):
+    with transaction(conn, exclusive=False):
         row = conn.execute(
             "UPDATE jobs SET status = ?, worker_id = ?, heartbeat_at = ?, started_at = COALESCE(started_at, ?)"
             f" WHERE id = ({waiting}) AND {guard} RETURNING *",

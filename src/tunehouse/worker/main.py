@@ -18,36 +18,60 @@ import time
 
 from tunehouse.config import Settings
 from tunehouse.store import leases
-from tunehouse.store.db import connect
+from tunehouse.store.db import OperationalError, connect
 from tunehouse.worker.execution import run_job
 
 log = logging.getLogger("tunehouse.worker")
 # Pausing a job saves LoRA weights + optimizer state (a few seconds for Gemma 270M on a busy CPU).
 SHUTDOWN_GRACE_SECONDS = 20.0
+RECONNECT_SECONDS = 5.0
 
 
 def run_worker(settings: Settings, stop_event: threading.Event | None = None, max_jobs: int | None = None) -> int:
-    """Serve queued jobs until `stop_event` is set (or `max_jobs` were run); returns the number of jobs run."""
+    """Serve queued jobs until `stop_event` is set (or `max_jobs` were run); returns the number of jobs run.
+
+    A database that goes away (PostgreSQL restarting, a network blip) costs a log line and a reconnect, not the
+    worker: a job it was running when that happened is re-queued by whichever worker sees its heartbeat stop.
+    """
     stop_event = stop_event or threading.Event()
     worker_id = leases.make_worker_id()
-    conn = connect(settings)
-    log.info("worker %s serving %s", worker_id, settings.db_path)
+    log.info("worker %s serving %s", worker_id, settings.db_path or "PostgreSQL")
     done = 0
-    try:
-        while not stop_event.is_set() and (max_jobs is None or done < max_jobs):
-            for job_id in leases.requeue_stale(conn, settings.stale_after_seconds):
-                log.warning("re-queued job %s: its worker stopped responding", job_id)
-            job = leases.claim_job(conn, worker_id)
-            if job is None:
-                stop_event.wait(settings.worker_poll_seconds)
-                continue
-            log.info("running job %s (%s)", job["id"], job["base_model"])
-            outcome = run_job(settings, conn, job, worker_id, stop_event)
-            log.info("job %s: %s", job["id"], outcome)
-            done += 1
-    finally:
-        conn.close()
+    conn = None
+    while not stop_event.is_set() and (max_jobs is None or done < max_jobs):
+        try:
+            conn = conn or connect(settings)
+            done += _serve_once(settings, conn, worker_id, stop_event)
+        except OperationalError as e:
+            log.warning("database unavailable (%s); reconnecting in %.0fs", e, RECONNECT_SECONDS)
+            _close_quietly(conn)
+            conn = None
+            stop_event.wait(RECONNECT_SECONDS)
+    _close_quietly(conn)
     return done
+
+
+def _serve_once(settings: Settings, conn, worker_id: str, stop_event: threading.Event) -> int:
+    """Re-queue dead workers' jobs, then claim and run one job (or wait a poll interval); returns jobs run."""
+    for job_id in leases.requeue_stale(conn, settings.stale_after_seconds):
+        log.warning("re-queued job %s: its worker stopped responding", job_id)
+    job = leases.claim_job(conn, worker_id)
+    if job is None:
+        stop_event.wait(settings.worker_poll_seconds)
+        return 0
+    log.info("running job %s (%s)", job["id"], job["base_model"])
+    outcome = run_job(settings, conn, job, worker_id, stop_event)
+    log.info("job %s: %s", job["id"], outcome)
+    return 1
+
+
+def _close_quietly(conn) -> None:
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except OperationalError as e:  # the connection died with the database; nothing left to release
+        log.info("closing a broken database connection: %s", e)
 
 
 def _die_with_parent() -> None:
