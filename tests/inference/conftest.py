@@ -133,7 +133,7 @@ def register_models(settings, adapters: dict[str, Path], project: str = "default
                          " VALUES (?, ?, ?, ?, ?, ?)", (model_id, project, f"ftjob-{key}", TINY,
                                                         str(adapters[key]), now()))
         job = {"id": "ftjob-alpha", "project": project, "base_model": TINY, "model_id": FT_A}
-        add_checkpoint(conn, job, 20, adapters["alpha_ckpt"], {"step": 20}, keep=3)
+        add_checkpoint(conn, job, 20, str(adapters["alpha_ckpt"]), {"step": 20}, keep=3)
         conn.commit()
     finally:
         conn.close()

@@ -124,7 +124,8 @@ def test_user_controls_reject_impossible_transitions(conn, settings):
 def test_checkpoints_keep_the_newest_n(conn, settings, tmp_path):
     job = _job(conn, settings)
     for step in (2, 4, 6, 8):
-        checkpoints.add_checkpoint(conn, job, step, tmp_path / f"s{step}", {"step": step, "train_loss": 1.0}, keep=3)
+        checkpoints.add_checkpoint(conn, job, step, str(tmp_path / f"s{step}"), {"step": step, "train_loss": 1.0},
+                                   keep=3)
     steps = [r["step"] for r in conn.execute("SELECT step FROM checkpoints ORDER BY step")]
     assert steps == [4, 6, 8]
     assert conn.execute("SELECT model_id FROM checkpoints WHERE step = 8").fetchone()[0].endswith(":ckpt-step-8")
@@ -133,7 +134,8 @@ def test_checkpoints_keep_the_newest_n(conn, settings, tmp_path):
 def test_complete_job_only_by_the_owner_of_a_running_job(conn, settings, tmp_path):
     job = _job(conn, settings)
     leases.claim_job(conn, "w:1:a")
-    args = dict(adapter_dir=tmp_path, trained_tokens=5, hyperparameters={"n_epochs": 1}, result_file_ids=["file-r"])
+    args = dict(adapter_ref=str(tmp_path), trained_tokens=5, hyperparameters={"n_epochs": 1},
+                result_file_ids=["file-r"])
     assert not jobs.complete_job(conn, job, "w:2:b", **args)
     assert jobs.complete_job(conn, job, "w:1:a", **args)
     row = jobs.get_job(conn, "p", job["id"])
@@ -166,7 +168,7 @@ def test_a_worker_that_lost_its_job_can_no_longer_change_it(conn, settings, tmp_
     jobs.set_estimated_finish(conn, job["id"], "old:1:a", 123)
     assert leases.control_state(conn, job["id"], "old:1:a") == "pause"
     leases.release_job(conn, job["id"], "old:1:a", requeue=True)
-    assert not jobs.complete_job(conn, job, "old:1:a", adapter_dir=tmp_path, trained_tokens=1, hyperparameters={},
+    assert not jobs.complete_job(conn, job, "old:1:a", adapter_ref=str(tmp_path), trained_tokens=1, hyperparameters={},
                                  result_file_ids=[])
     row = jobs.get_job(conn, "p", job["id"])
     assert (row["status"], row["worker_id"], row["estimated_finish"], row["fine_tuned_model"]) == (

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from tests.conftest import TINY
-from tunehouse.store import checkpoints, db, jobs, leases
+from tunehouse.store import blobs, checkpoints, db, jobs, leases
 from tunehouse.store.errors import InvalidRequest, NotFound
 from tunehouse.store.models import delete_model, list_models, resolve_model
 
@@ -19,11 +21,12 @@ def done(settings, tmp_path):
     job = jobs.create_job(conn, settings, "p", spec)
     conn.execute("UPDATE jobs SET status = 'queued' WHERE id = ?", (job["id"],))
     leases.claim_job(conn, "w:1:a")
-    adapter, ckpt = tmp_path / "adapter", tmp_path / "ckpt"
-    adapter.mkdir()
+    adapter, ckpt = blobs.job_dir(settings, job["id"]) / "adapter", tmp_path / "ckpt"  # in / outside the blob dir
+    adapter.mkdir(parents=True)
     ckpt.mkdir()
-    checkpoints.add_checkpoint(conn, job, 3, ckpt, {"step": 3}, keep=3)
-    jobs.complete_job(conn, job, "w:1:a", adapter_dir=adapter, trained_tokens=1, hyperparameters={},
+    checkpoints.add_checkpoint(conn, job, 3, blobs.to_ref(settings, ckpt), {"step": 3}, keep=3)
+    jobs.complete_job(conn, job, "w:1:a", adapter_ref=blobs.to_ref(settings, adapter), trained_tokens=1,
+                      hyperparameters={},
                       result_file_ids=["file-r"])
     yield conn, job, adapter, ckpt
     conn.close()
@@ -34,6 +37,16 @@ def test_resolve_base_fine_tuned_and_checkpoint(settings, done):
     assert resolve_model(conn, settings, "p", TINY) == (TINY, None)
     assert resolve_model(conn, settings, "p", job["model_id"]) == (TINY, adapter)
     assert resolve_model(conn, settings, "p", f"{job['model_id']}:ckpt-step-3") == (TINY, ckpt)
+
+
+def test_adapters_are_recorded_relative_to_the_blob_dir_so_it_may_be_mounted_elsewhere(settings, done, tmp_path):
+    conn, job, adapter, _ = done
+    stored = conn.execute("SELECT adapter_dir FROM models WHERE id = ?", (job["model_id"],)).fetchone()[0]
+    assert stored == f"jobs/{job['id']}/adapter"
+    moved = tmp_path / "mounted-elsewhere"
+    shutil.copytree(settings.jobs_dir, moved / "jobs")  # the same share, seen by another machine at another path
+    elsewhere = settings.model_copy(update={"blob_dir": moved})
+    assert resolve_model(conn, elsewhere, "p", job["model_id"]) == (TINY, moved / stored)
 
 
 def test_resolve_unknown_or_foreign_model_is_not_found(settings, done):

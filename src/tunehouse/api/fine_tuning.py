@@ -16,6 +16,7 @@ from tunehouse.catalog import UnknownModelError, resolve_base_model
 from tunehouse.config import Settings
 from tunehouse.store import files as files_store
 from tunehouse.store import jobs as store
+from tunehouse.store.blobs import to_ref
 from tunehouse.store.checkpoints import list_checkpoints as list_checkpoint_rows
 from tunehouse.store.db import connect
 from tunehouse.store.errors import NotFound
@@ -101,7 +102,7 @@ def _resolve_base(db, settings: Settings, project: str, model: str) -> tuple[str
             base, adapter = resolve_model(db, settings, project, model)
         except NotFound as e:
             raise APIError(400, e.message, param="model", code="model_not_available") from None
-        return base, str(adapter)
+        return base, to_ref(settings, adapter)  # recorded as a blob ref, as the store records adapters
     try:
         return resolve_base_model(settings, model).name, None
     except UnknownModelError as e:

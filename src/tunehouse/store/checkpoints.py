@@ -3,23 +3,23 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from tunehouse.store.db import Connection, Row, list_page, new_id, now, transaction
 from tunehouse.store.jobs import add_event
 
 
 def add_checkpoint(
-    conn: Connection, job: Row, step: int, adapter_dir: Path, metrics: dict, keep: int
+    conn: Connection, job: Row, step: int, adapter_ref: str, metrics: dict, keep: int
 ) -> str:
-    """Record a checkpoint model `ft:...:ckpt-step-N`; only the newest `keep` stay listed, as OpenAI keeps."""
+    """Record a checkpoint model `ft:...:ckpt-step-N` (its adapter as a blob ref, store/blobs.py); only the newest
+    `keep` stay listed, as OpenAI keeps."""
     model_id = f"{job['model_id']}:ckpt-step-{step}"
     with transaction(conn):
         conn.execute("DELETE FROM checkpoints WHERE model_id = ?", (model_id,))  # re-run after a resume
         conn.execute(
             "INSERT INTO checkpoints (id, job_id, project, step, model_id, base_model, adapter_dir, metrics,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (new_id("ftckpt-"), job["id"], job["project"], step, model_id, job["base_model"], str(adapter_dir),
+            (new_id("ftckpt-"), job["id"], job["project"], step, model_id, job["base_model"], adapter_ref,
              json.dumps(metrics), now()),
         )
         conn.execute(

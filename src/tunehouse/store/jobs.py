@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from pathlib import Path
 
 from tunehouse.config import Settings
 from tunehouse.store.db import Connection, Row, list_page, new_id, now, transaction
@@ -213,12 +212,13 @@ def complete_job(
     job: Row,
     worker_id: str,
     *,
-    adapter_dir: Path,
+    adapter_ref: str,
     trained_tokens: int,
     hyperparameters: dict,
     result_file_ids: list[str],
 ) -> bool:
-    """-> succeeded: publish the model, results files, resolved hyperparameters and the final events (owner only)."""
+    """-> succeeded: publish the model (its adapter as a blob ref, store/blobs.py), results files, resolved
+    hyperparameters and the final events (owner only)."""
     guard, allowed = status_guard(S.SUCCEEDED)
     with transaction(conn):
         cur = conn.execute(
@@ -232,7 +232,7 @@ def complete_job(
             return False
         conn.execute(
             "INSERT INTO models (id, project, job_id, base_model, adapter_dir, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (job["model_id"], job["project"], job["id"], job["base_model"], str(adapter_dir), now()),
+            (job["model_id"], job["project"], job["id"], job["base_model"], adapter_ref, now()),
         )
         add_event(conn, job["id"], f"New fine-tuned model created: {job['model_id']}")
         add_event(conn, job["id"], "The job has successfully completed")

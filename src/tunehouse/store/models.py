@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tunehouse.catalog import UnknownModelError, list_base_models, resolve_base_model
 from tunehouse.config import Settings
+from tunehouse.store.blobs import from_ref
 from tunehouse.store.db import Connection, transaction
 from tunehouse.store.errors import InvalidRequest, NotFound
 
@@ -33,9 +34,9 @@ def resolve_model(conn: Connection, settings: Settings, project: str, model_id: 
         if row is None:
             row = conn.execute("SELECT base_model, adapter_dir FROM checkpoints WHERE model_id = ? AND project = ?",
                                (model_id, project)).fetchone()
-        if row is None or not Path(row["adapter_dir"]).is_dir():
+        if row is None or not from_ref(settings, row["adapter_dir"]).is_dir():
             raise _not_found(model_id)
-        return row["base_model"], Path(row["adapter_dir"])
+        return row["base_model"], from_ref(settings, row["adapter_dir"])
     try:
         return resolve_base_model(settings, model_id).name, None
     except UnknownModelError:
@@ -76,8 +77,9 @@ def delete_model(conn: Connection, settings: Settings, project: str, model_id: s
             raise InvalidRequest(f"Model '{model_id}' cannot be deleted: only fine-tuned models can be deleted.",
                                  param="model", code="model_not_deletable")
         conn.execute("DELETE FROM models WHERE id = ?", (model_id,))
-    shutil.rmtree(row["adapter_dir"], ignore_errors=True)
-    return Path(row["adapter_dir"])
+    path = from_ref(settings, row["adapter_dir"])
+    shutil.rmtree(path, ignore_errors=True)
+    return path
 
 
 def resolve(settings: Settings, project: str, model_id: str) -> tuple[str, Path | None]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tunehouse.config import Settings
 from tunehouse.store import jobs, leases
+from tunehouse.store.blobs import from_ref, to_ref
 from tunehouse.store.checkpoints import add_checkpoint
 from tunehouse.store.db import Connection, OperationalError, Row, blob_path, connect, transaction
 from tunehouse.store.files import add_file, delete_file
@@ -73,7 +74,7 @@ def training_config(settings: Settings, job: Row):
         beta=hp.get("beta", "auto"),
         seed=job["seed"],
         keep_checkpoints=settings.keep_checkpoints,
-        init_adapter=Path(job["init_adapter"]) if job["init_adapter"] else None,
+        init_adapter=from_ref(settings, job["init_adapter"]) if job["init_adapter"] else None,
         device=settings.device,
     )
 
@@ -118,8 +119,8 @@ class StoreCallbacks:
         jobs.set_hyperparameters(self.conn, self.job["id"], self.worker_id, hp)
 
     def on_checkpoint(self, checkpoint) -> None:
-        add_checkpoint(self.conn, self.job, checkpoint.step, checkpoint.adapter_dir, checkpoint.metrics,
-                       self.settings.keep_checkpoints)
+        add_checkpoint(self.conn, self.job, checkpoint.step, to_ref(self.settings, checkpoint.adapter_dir),
+                       checkpoint.metrics, self.settings.keep_checkpoints)
 
     def control(self) -> str:
         if self.stop.is_set():
@@ -200,7 +201,7 @@ def _finish(settings: Settings, conn: Connection, job: Row, worker_id: str, resu
     file_ids = [results["id"]]
     report_id = _evaluate(settings, conn, job, Path(result.adapter_dir), stop_event)
     file_ids += [report_id] if report_id else []
-    ok = jobs.complete_job(conn, job, worker_id, adapter_dir=Path(result.adapter_dir),
+    ok = jobs.complete_job(conn, job, worker_id, adapter_ref=to_ref(settings, result.adapter_dir),
                            trained_tokens=int(result.trained_tokens), hyperparameters=result.hyperparameters,
                            result_file_ids=file_ids)
     if not ok:  # cancelled at the last moment or taken over: the result files belong to nobody
