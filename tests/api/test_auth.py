@@ -46,7 +46,7 @@ def test_keys_cli_create_list_revoke(tmp_path):
     created = run("create", "--project", "proj1", "--name", "laptop")
     assert created.returncode == 0
     key = created.stdout.strip().splitlines()[-1]
-    assert key.startswith("th-") and key not in (tmp_path / "api_keys.json").read_text()
+    assert key.startswith("th-") and all(key.encode() not in f.read_bytes() for f in tmp_path.glob("tunehouse.db*"))
     listed = run("list")
     assert "proj1" in listed.stdout and "laptop" in listed.stdout
     key_id = next(w for w in listed.stdout.split() if w.startswith("key_"))

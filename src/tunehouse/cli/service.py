@@ -19,7 +19,7 @@ from rich.table import Table
 
 from tunehouse.cli.app import app, build_settings, console, err_console
 
-keys_app = typer.Typer(no_args_is_help=True, help="API keys of this server (stored hashed in the data dir).")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of this server (stored hashed in its database).")
 app.add_typer(keys_app, name="keys", rich_help_panel="Service")
 DataDir = Annotated[
     str | None, typer.Option("--data-dir", help="Data dir (env TUNEHOUSE_DATA_DIR; default ~/.tunehouse)")

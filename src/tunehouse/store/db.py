@@ -128,6 +128,31 @@ MIGRATIONS: list[str] = [
         created_at INTEGER NOT NULL
     );
     """,
+    # 2: what API servers shared through the data dir or their memory moves into the database, so several
+    # servers on several machines answer alike: API keys (hashed) and dashboard sign-in sessions.
+    """
+    CREATE TABLE api_keys (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        project TEXT NOT NULL,
+        name TEXT NOT NULL,
+        prefix TEXT NOT NULL,          -- the first characters, shown by `keys list`
+        sha256 TEXT NOT NULL UNIQUE,   -- the key itself is never stored
+        created_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE web_sessions (
+        id_sha256 TEXT PRIMARY KEY,    -- of the cookie's session id
+        key_sha256 TEXT NOT NULL,      -- the API key the visitor signed in with (re-checked on every request)
+        csrf TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+
+    CREATE TABLE server_secrets (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 ]
 
 # PostgreSQL spellings of the SQLite types the migrations use. heartbeat_at holds unix time with fractions:

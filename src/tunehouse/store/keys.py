@@ -1,7 +1,9 @@
-"""API keys -> projects. From TUNEHOUSE_API_KEYS ("project:key,..." or a JSON list) and the data dir's keys file.
+"""API keys -> projects: from TUNEHOUSE_API_KEYS ("project:key,..." or a JSON list) and the database's api_keys.
 
-The keys file (api_keys.json, managed by `tunehouse keys`) stores only SHA-256 hashes and a short visible
-prefix; the full key is shown once at creation. No keys at all means single-user mode (project "default").
+Keys made by `tunehouse keys create` live in the database (only SHA-256 hashes and a short visible prefix; the
+full key is shown once), so every API server on that database knows them and a revocation holds everywhere at
+once. A data dir's older api_keys.json is imported on first use and renamed. No keys at all means single-user
+mode (project "default").
 """
 
 from __future__ import annotations
@@ -9,25 +11,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
+import logging
 import secrets
-import tempfile
-import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tunehouse.config import Settings
+from tunehouse.store.db import Connection, connect, now, transaction
 
+log = logging.getLogger("tunehouse.store")
 DEFAULT_PROJECT = "default"
-_cache: dict[Path, tuple[tuple[int, int], dict]] = {}
-_lock = threading.Lock()
 
 
-def keys_file(settings: Settings) -> Path:
+def legacy_keys_file(settings: Settings) -> Path:
+    """Where versions before the database-held keys kept them (imported once, then renamed *.imported)."""
     return settings.data_dir / "api_keys.json"
 
 
-def _hash(key: str) -> str:
+def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -51,74 +53,81 @@ def parse_env_keys(text: str) -> dict[str, str]:
     return out
 
 
-def _read_file(settings: Settings) -> dict:
-    path = keys_file(settings)
+@contextmanager
+def _db(settings: Settings) -> Iterator[Connection]:
+    conn = connect(settings)
     try:
-        st = path.stat()
-        mtime = (st.st_mtime_ns, st.st_size)  # re-read whenever `tunehouse keys` rewrote the file
+        _import_legacy_file(settings, conn)
+        yield conn
+    finally:
+        conn.close()
+
+
+def _import_legacy_file(settings: Settings, conn: Connection) -> None:
+    path = legacy_keys_file(settings)
+    if not path.is_file():
+        return
+    entries = json.loads(path.read_text(encoding="utf-8")).get("keys", [])
+    with transaction(conn):
+        for e in entries:
+            conn.execute("INSERT INTO api_keys (id, project, name, prefix, sha256, created_at) VALUES"
+                         " (?, ?, ?, ?, ?, ?) ON CONFLICT (sha256) DO NOTHING",
+                         (e["id"], e["project"], e.get("name", ""), e["prefix"], e["sha256"], e["created_at"]))
+    try:
+        path.rename(path.with_name(path.name + ".imported"))
+        log.info("imported %d API keys from %s into the database", len(entries), path)
     except FileNotFoundError:
-        return {"keys": []}
-    with _lock:
-        cached = _cache.get(path)
-        if cached and cached[0] == mtime:
-            return cached[1]
-    data = json.loads(path.read_text(encoding="utf-8"))
-    with _lock:
-        _cache[path] = (mtime, data)
-    return data
-
-
-def _write_file(settings: Settings, data: dict) -> None:
-    path = keys_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".api_keys.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+        pass  # another process imported it at the same moment (the inserts above were no-ops then)
 
 
 def keys_configured(settings: Settings) -> bool:
-    return bool(parse_env_keys(settings.api_keys)) or bool(_read_file(settings)["keys"])
+    if parse_env_keys(settings.api_keys):
+        return True
+    with _db(settings) as conn:
+        return conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
 
 
 def project_for_key(settings: Settings, key: str) -> str | None:
     """The project the key belongs to, or None if it is not a valid key."""
-    env = parse_env_keys(settings.api_keys)
-    for known, project in env.items():
-        if hmac.compare_digest(known, key):
+    return project_for_key_hash(settings, key_hash(key))
+
+
+def project_for_key_hash(settings: Settings, digest: str) -> str | None:
+    """The project of the key with this SHA-256 (dashboard sessions keep only the hash), or None."""
+    for known, project in parse_env_keys(settings.api_keys).items():
+        if hmac.compare_digest(key_hash(known), digest):
             return project
-    digest = _hash(key)
-    for entry in _read_file(settings)["keys"]:
-        if hmac.compare_digest(entry["sha256"], digest):
-            return entry["project"]
-    return None
+    with _db(settings) as conn:
+        row = conn.execute("SELECT project FROM api_keys WHERE sha256 = ?", (digest,)).fetchone()
+    return row["project"] if row else None
 
 
 def create_key(settings: Settings, project: str = DEFAULT_PROJECT, name: str = "") -> str:
     if not project or ":" in project or "," in project:
         raise ValueError(f"Invalid project name '{project}'")
     key = "th-" + secrets.token_urlsafe(32)
-    data = _read_file(settings)
-    entry = {"id": "key_" + secrets.token_hex(6), "project": project, "name": name, "prefix": key[:7],
-             "sha256": _hash(key), "created_at": int(time.time())}
-    _write_file(settings, {"keys": [*data["keys"], entry]})
+    with _db(settings) as conn:
+        conn.execute("INSERT INTO api_keys (id, project, name, prefix, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                     ("key_" + secrets.token_hex(6), project, name, key[:7], key_hash(key), now()))
     return key
 
 
 def list_keys(settings: Settings) -> list[dict]:
-    """Keys from the file (id, project, name, prefix, created_at) plus env keys (source 'env', masked)."""
-    out = [{k: e[k] for k in ("id", "project", "name", "prefix", "created_at")} | {"source": "file"}
-           for e in _read_file(settings)["keys"]]
+    """Database keys (id, project, name, prefix, created_at) plus env keys (source 'env', masked)."""
+    with _db(settings) as conn:
+        rows = conn.execute("SELECT id, project, name, prefix, created_at FROM api_keys ORDER BY seq").fetchall()
+    out = [{k: r[k] for k in ("id", "project", "name", "prefix", "created_at")} | {"source": "database"}
+           for r in rows]
     for key, project in parse_env_keys(settings.api_keys).items():
         out.append({"id": "-", "project": project, "name": "", "prefix": key[:4], "created_at": None, "source": "env"})
     return out
 
 
 def revoke_key(settings: Settings, key_id: str) -> dict:
-    data = _read_file(settings)
-    kept = [e for e in data["keys"] if e["id"] != key_id]
-    if len(kept) == len(data["keys"]):
-        raise KeyError(f"No key with id '{key_id}' in {keys_file(settings)}")
-    _write_file(settings, {"keys": kept})
-    return next(e for e in data["keys"] if e["id"] == key_id)
+    """Delete a key; its dashboard sessions end too (they re-check the key on every request)."""
+    with _db(settings) as conn, transaction(conn):
+        row = conn.execute("SELECT id, project, name, prefix FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        if row is None:
+            raise KeyError(f"No key with id '{key_id}' (see `tunehouse keys list`)")
+        conn.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
+    return {k: row[k] for k in ("id", "project", "name", "prefix")}

@@ -1,29 +1,30 @@
 """Who is looking at the dashboard: sign-in sessions, the single-user loopback rule, and CSRF checks.
 
-With API keys configured, a visitor signs in once with a key; the server keeps the key in an in-memory session
-and gives the browser only a random session id in an HTTP-only, SameSite=Lax cookie. Every request re-checks the
+With API keys configured, a visitor signs in once with a key; the server records a session (the key's hash) and
+gives the browser only a random session id in an HTTP-only, SameSite=Lax cookie. Every request re-checks the
 key through store.keys (a revoked key ends its sessions at once) and sees only that key's project. Without keys
 (single-user mode) the dashboard, like the API, answers loopback clients only.
 
 State-changing requests (POST) need the session's CSRF token (a hidden form field or the X-CSRF-Token header)
-and, when the browser sends an Origin header, an Origin equal to this server's. Sessions live in memory: a
-restart signs everyone out, which is the safe direction.
+and, when the browser sends an Origin header, an Origin equal to this server's. Sessions live in the database
+(hashes only), so every API server behind a load balancer honours them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
-import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from tunehouse.api.deps import is_loopback
-from tunehouse.store import keys
+from tunehouse.config import Settings
+from tunehouse.store import keys, web_sessions
+from tunehouse.store.db import Connection, connect
 
 COOKIE = "tunehouse_session"
 SESSION_SECONDS = 12 * 3600
@@ -48,41 +49,45 @@ class Viewer:
     signed_in: bool  # False in single-user mode (no key, nothing to sign out of)
 
 
-@dataclass
-class _Session:
-    key: str
-    csrf: str
-    expires: float
-
-
 class Sessions:
-    """Session id -> (API key, CSRF token, expiry); one per app, shared by its request threads."""
+    """Sign-in sessions in the database (store/web_sessions.py): any API server on it knows every session."""
 
-    def __init__(self):
-        self._by_id: dict[str, _Session] = {}
-        self._lock = threading.Lock()
-        # The single-user CSRF token: unguessable for another site, stable for this process.
-        self.secret = secrets.token_bytes(32)
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._csrf_key: bytes | None = None
 
     def create(self, key: str) -> str:
-        sid = secrets.token_urlsafe(32)
-        with self._lock:
-            now = time.time()
-            self._by_id = {k: s for k, s in self._by_id.items() if s.expires > now}  # drop expired ones
-            self._by_id[sid] = _Session(key, secrets.token_urlsafe(32), now + SESSION_SECONDS)
+        with _db(self.settings) as conn:
+            sid, _ = web_sessions.create_session(conn, keys.key_hash(key), SESSION_SECONDS)
         return sid
 
-    def get(self, sid: str | None) -> _Session | None:
-        with self._lock:
-            session = self._by_id.get(sid or "")
-        return session if session and session.expires > time.time() else None
+    def get(self, sid: str | None) -> tuple[str, str] | None:
+        """(key_sha256, csrf) of the live session `sid`, or None."""
+        if not sid:
+            return None
+        with _db(self.settings) as conn:
+            return web_sessions.find_session(conn, sid)
 
     def drop(self, sid: str | None) -> None:
-        with self._lock:
-            self._by_id.pop(sid or "", None)
+        if sid:
+            with _db(self.settings) as conn:
+                web_sessions.drop_session(conn, sid)
 
     def single_user_csrf(self) -> str:
-        return hmac.new(self.secret, b"single-user", hashlib.sha256).hexdigest()
+        """Unguessable for another site, the same on every server of this database."""
+        if self._csrf_key is None:
+            with _db(self.settings) as conn:
+                self._csrf_key = web_sessions.server_secret(conn, "dashboard-csrf").encode()
+        return hmac.new(self._csrf_key, b"single-user", hashlib.sha256).hexdigest()
+
+
+@contextmanager
+def _db(settings: Settings) -> Iterator[Connection]:
+    conn = connect(settings)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 def sessions_of(request: Request) -> Sessions:
@@ -99,10 +104,10 @@ def get_viewer(request: Request) -> Viewer:
                             "Create a key with `tunehouse keys create`.")
         return Viewer(keys.DEFAULT_PROJECT, sessions.single_user_csrf(), signed_in=False)
     session = sessions.get(request.cookies.get(COOKIE))
-    project = keys.project_for_key(settings, session.key) if session else None
+    project = keys.project_for_key_hash(settings, session[0]) if session else None
     if project is None:
         raise SignInRequired()
-    return Viewer(project, session.csrf, signed_in=True)
+    return Viewer(project, session[1], signed_in=True)
 
 
 ViewerDep = Annotated[Viewer, Depends(get_viewer)]
