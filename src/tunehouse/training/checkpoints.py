@@ -47,7 +47,8 @@ def load_resume(output_dir: Path, model, optimizer) -> dict | None:
     path = output_dir / RESUME_FILE
     if not path.is_file():
         return None
-    state = torch.load(path, weights_only=True)
+    # On the CPU first: under torchrun rank k must not put rank 0's CUDA tensors on cuda:0.
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("version") != _RESUME_VERSION:
         raise ValueError(f"{path} was written by an incompatible version of tunehouse")
     params = dict(model.named_parameters())

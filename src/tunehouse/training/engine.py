@@ -9,6 +9,10 @@ token for SFT, the sigmoid DPO loss per pair), AdamW, linear warmup + cosine dec
 data order is a pure function of (seed, epoch), and the resumable state holds weights, optimizer, RNG and
 (epoch, batch) position, so pause/resume and SIGKILL/resume reproduce the uninterrupted loss curve. Bad input
 (a missing model directory, unreadable data) raises ValueError with a message meant for the user.
+
+Under torchrun (launch.py) the same loop runs data-parallel: each rank trains its share of every batch, one
+all_reduce per step sums the LoRA gradients (distributed.py), and only the main rank reports and writes files.
+With one process none of that runs: distributed.world_size() is 1.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any
 import torch
 
 from tunehouse.base_models import load_model_dir, pick_device
-from tunehouse.training import hparams
+from tunehouse.training import distributed, hparams
 from tunehouse.training.batches import encode_file, epoch_batches, micro_batches
 from tunehouse.training.checkpoints import (
     CONFIG_FILE,
@@ -115,6 +119,9 @@ class Run:
 
 
 def train(config: TrainingConfig, callbacks: TrainingCallbacks) -> TrainingResult:
+    """Train to the end (or a pause/cancel). Under torchrun (distributed.py) only the main rank reports to
+    `callbacks` and writes files; every rank returns the same result."""
+    callbacks = callbacks if distributed.is_main() else distributed.Silent()
     run = _prepare(config, callbacks)
     progress = _restore(run)
     for epoch in range(progress.epoch, run.hp["n_epochs"]):
@@ -124,8 +131,10 @@ def train(config: TrainingConfig, callbacks: TrainingCallbacks) -> TrainingResul
         _end_epoch(run, progress)
         progress.epoch, progress.batch = epoch + 1, 0
         _save_state(run, progress)
-    adapter = save_adapter(run.model, run.out_dir / "adapter", run.resolved)
-    clear_resume(run.out_dir)
+    adapter = run.out_dir / "adapter"
+    if distributed.is_main():
+        save_adapter(run.model, adapter, run.resolved)
+        clear_resume(run.out_dir)
     callbacks.on_event("info", "Training finished", {"trained_tokens": progress.trained_tokens})
     return TrainingResult("succeeded", adapter, progress.trained_tokens, run.hp, progress.metrics)
 
@@ -135,6 +144,7 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
     out_dir = Path(config.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device, dtype = pick_device(config.device)
+    device = distributed.local_device(device)
     model, tokenizer, family = load_model_dir(Path(config.base_model_dir), config.chat_family, device, dtype)
 
     def encode(text: str) -> list[int]:
@@ -158,7 +168,8 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
     peak_lr = hparams.BASE_LEARNING_RATE * hp["learning_rate_multiplier"]
     optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=hparams.WEIGHT_DECAY)
     resolved = _resolved(config, hp, total_steps, model.peft_config["default"], family)
-    (out_dir / CONFIG_FILE).write_text(json.dumps(resolved, indent=2), encoding="utf-8")
+    if distributed.is_main():
+        (out_dir / CONFIG_FILE).write_text(json.dumps(resolved, indent=2), encoding="utf-8")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths, valid_lengths = [e.n_tokens for e in train_set], [e.n_tokens for e in valid_set]
     objective: Objective = SupervisedObjective(pad_id)
@@ -189,6 +200,8 @@ def _load_reference(model, config: TrainingConfig, train_set, lengths, valid_set
     reference_logps(model, train_set, lengths, pad_id, device, use_adapter)
     if valid_set:
         reference_logps(model, valid_set, valid_lengths, pad_id, device, use_adapter)
+    if not distributed.is_main():
+        return  # every rank computed the same values; the main rank keeps them
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"key": key, "logps": [[p.ref_chosen, p.ref_rejected] for p in pairs]}),
                    encoding="utf-8")
@@ -215,7 +228,8 @@ def _restore(run: Run) -> Progress:
 
 
 def _save_state(run: Run, progress: Progress) -> None:
-    save_resume(run.out_dir, run.model, run.optimizer, asdict(progress))
+    if distributed.is_main():
+        save_resume(run.out_dir, run.model, run.optimizer, asdict(progress))
 
 
 def _run_epoch(run: Run, progress: Progress, epoch: int) -> str | None:
@@ -223,7 +237,8 @@ def _run_epoch(run: Run, progress: Progress, epoch: int) -> str | None:
     batches = epoch_batches(run.lengths, run.hp["batch_size"], run.config.seed, epoch)
     last_save = time.monotonic()
     while progress.batch < len(batches):
-        action = run.callbacks.control()
+        # Under torchrun the main rank asks and every rank acts on its answer, so all stop at the same step.
+        action = distributed.broadcast_from_main(run.callbacks.control())
         if action == "cancel":
             return "cancelled"
         if action == "pause":
@@ -262,10 +277,14 @@ def _train_step(run: Run, batch: list[int], lr: float) -> dict:
     items = [run.train_set[i] for i in batch]
     denominator = run.objective.denominator(items)
     sums = dict.fromkeys(run.objective.metric_names, 0.0)
-    for mb in micro_batches(batch, run.lengths):
+    # Under torchrun each rank trains its share of the batch, still divided by the whole batch's denominator:
+    # the all_reduce sum of the ranks' gradients is then exactly the 1-process gradient.
+    for mb in micro_batches(distributed.my_share(batch, run.lengths), run.lengths):
         loss_sum, stats = run.objective.loss(run.model, [run.train_set[i] for i in mb], run.device)
         (loss_sum / denominator).backward()  # sum over micro-batches = the exact mean over the whole batch
         sums = {k: sums[k] + stats[k] for k in sums}
+    if distributed.world_size() > 1:
+        sums = distributed.all_reduce_step(run.params, sums)
     torch.nn.utils.clip_grad_norm_(run.params, hparams.MAX_GRAD_NORM)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
@@ -291,6 +310,8 @@ def _end_epoch(run: Run, progress: Progress) -> None:
         metrics.update(full)
         if progress.metrics:
             progress.metrics[-1].update(full)
+    if not distributed.is_main():
+        return
     path = save_adapter(run.model, checkpoint_dir(run.out_dir, step), dict(run.resolved, checkpoint_step=step))
     run.callbacks.on_checkpoint(Checkpoint(step=step, adapter_dir=path, metrics=metrics))
     prune_checkpoints(run.out_dir, run.config.keep_checkpoints)
