@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from rich.panel import Panel
@@ -30,6 +31,14 @@ def _loopback(host: str) -> bool:
     from tunehouse.api.deps import is_loopback
 
     return is_loopback(host)
+
+
+def _shown_url(url: str) -> str:
+    """The database URL without its password, for the console."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
 
 
 def _start_worker_child(data_dir: str) -> subprocess.Popen:
@@ -63,7 +72,8 @@ def serve(
         console.print(Panel("[bold yellow]SINGLE-USER MODE[/bold yellow]: no API keys configured. Serving loopback "
                             "clients only and accepting ANY API key.\nCreate keys with `tunehouse keys create` to use "
                             "projects and to serve other machines.", border_style="yellow"))
-    console.print(f"tunehouse API on http://{host}:{port}/v1 - data in {settings.data_dir}")
+    console.print(f"tunehouse API on http://{host}:{port}/v1 - database {_shown_url(settings.db_url)}, blobs in "
+                  f"{settings.blob_root}")
     console.print(f"Dashboard: http://{host}:{port}/")
     worker = None if no_worker else _start_worker_child(str(settings.data_dir))
     # uvicorn shuts down on SIGTERM, then re-raises it under the handler it found; by default that killed us
