@@ -45,9 +45,14 @@ def is_loopback(host: str | None) -> bool:
         return False
 
 
-def get_project(request: Request, settings: SettingsDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    """The project of the Bearer key; single-user mode (no keys configured) serves loopback callers only."""
-    if not keys.keys_configured(settings):
+def get_project(request: Request, settings: SettingsDep, db: SessionDep,
+                authorization: Annotated[str | None, Header()] = None) -> str:
+    """The project of the Bearer key; single-user mode (no keys configured) serves loopback callers only.
+
+    Keys are looked up on the request's own connection (FastAPI gives every dependency of a request the same
+    one): taking a second pooled connection while holding the first deadlocks once the pool is full.
+    """
+    if not keys.keys_configured(settings, db):
         client = request.client.host if request.client else None
         if not is_loopback(client):
             raise APIError(403, "This tunehouse server has no API keys configured and serves only loopback"
@@ -59,7 +64,7 @@ def get_project(request: Request, settings: SettingsDep, authorization: Annotate
         raise APIError(401, "You didn't provide an API key. You need to provide your API key in an Authorization"
                        " header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
                        headers={"WWW-Authenticate": "Bearer"})
-    project = keys.project_for_key(settings, token)
+    project = keys.project_for_key(settings, token, db)
     if project is None:
         shown = token[:3] + "*" * max(len(token) - 7, 0) + token[-4:] if len(token) > 8 else "***"
         raise APIError(401, f"Incorrect API key provided: {shown}.", code="invalid_api_key",

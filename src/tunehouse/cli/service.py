@@ -80,7 +80,9 @@ def serve(
     # before `finally` could stop the worker (left running, parent pid 1). As SystemExit, `finally` runs.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+        # Keep-alive longer than a proxy's idle timeout (nginx and common load balancers: 60 s): otherwise the
+        # server may close a connection just as the proxy reuses it, and that request fails.
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="info", timeout_keep_alive=75)
     finally:
         if worker is not None and worker.poll() is None:
             worker.terminate()  # SIGTERM: the worker saves its job's state and puts it back in the queue

@@ -54,13 +54,18 @@ def parse_env_keys(text: str) -> dict[str, str]:
 
 
 @contextmanager
-def _db(settings: Settings) -> Iterator[Connection]:
-    conn = connect(settings)
-    try:
-        _import_legacy_file(settings, conn)
+def _db(settings: Settings, conn: Connection | None) -> Iterator[Connection]:
+    """The caller's connection (a request's: never a second one from the pool while holding the first, which
+    could deadlock a full pool), or one of our own for the CLI."""
+    if conn is not None:
         yield conn
+        return
+    own = connect(settings)
+    try:
+        _import_legacy_file(settings, own)
+        yield own
     finally:
-        conn.close()
+        own.close()
 
 
 def _import_legacy_file(settings: Settings, conn: Connection) -> None:
@@ -80,25 +85,25 @@ def _import_legacy_file(settings: Settings, conn: Connection) -> None:
         pass  # another process imported it at the same moment (the inserts above were no-ops then)
 
 
-def keys_configured(settings: Settings) -> bool:
+def keys_configured(settings: Settings, conn: Connection | None = None) -> bool:
     if parse_env_keys(settings.api_keys):
         return True
-    with _db(settings) as conn:
-        return conn.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
+    with _db(settings, conn) as db:
+        return db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone() is not None
 
 
-def project_for_key(settings: Settings, key: str) -> str | None:
+def project_for_key(settings: Settings, key: str, conn: Connection | None = None) -> str | None:
     """The project the key belongs to, or None if it is not a valid key."""
-    return project_for_key_hash(settings, key_hash(key))
+    return project_for_key_hash(settings, key_hash(key), conn)
 
 
-def project_for_key_hash(settings: Settings, digest: str) -> str | None:
+def project_for_key_hash(settings: Settings, digest: str, conn: Connection | None = None) -> str | None:
     """The project of the key with this SHA-256 (dashboard sessions keep only the hash), or None."""
     for known, project in parse_env_keys(settings.api_keys).items():
         if hmac.compare_digest(key_hash(known), digest):
             return project
-    with _db(settings) as conn:
-        row = conn.execute("SELECT project FROM api_keys WHERE sha256 = ?", (digest,)).fetchone()
+    with _db(settings, conn) as db:
+        row = db.execute("SELECT project FROM api_keys WHERE sha256 = ?", (digest,)).fetchone()
     return row["project"] if row else None
 
 
@@ -106,7 +111,7 @@ def create_key(settings: Settings, project: str = DEFAULT_PROJECT, name: str = "
     if not project or ":" in project or "," in project:
         raise ValueError(f"Invalid project name '{project}'")
     key = "th-" + secrets.token_urlsafe(32)
-    with _db(settings) as conn:
+    with _db(settings, None) as conn:
         conn.execute("INSERT INTO api_keys (id, project, name, prefix, sha256, created_at) VALUES (?, ?, ?, ?, ?, ?)",
                      ("key_" + secrets.token_hex(6), project, name, key[:7], key_hash(key), now()))
     return key
@@ -114,7 +119,7 @@ def create_key(settings: Settings, project: str = DEFAULT_PROJECT, name: str = "
 
 def list_keys(settings: Settings) -> list[dict]:
     """Database keys (id, project, name, prefix, created_at) plus env keys (source 'env', masked)."""
-    with _db(settings) as conn:
+    with _db(settings, None) as conn:
         rows = conn.execute("SELECT id, project, name, prefix, created_at FROM api_keys ORDER BY seq").fetchall()
     out = [{k: r[k] for k in ("id", "project", "name", "prefix", "created_at")} | {"source": "database"}
            for r in rows]
@@ -125,7 +130,7 @@ def list_keys(settings: Settings) -> list[dict]:
 
 def revoke_key(settings: Settings, key_id: str) -> dict:
     """Delete a key; its dashboard sessions end too (they re-check the key on every request)."""
-    with _db(settings) as conn, transaction(conn):
+    with _db(settings, None) as conn, transaction(conn):
         row = conn.execute("SELECT id, project, name, prefix FROM api_keys WHERE id = ?", (key_id,)).fetchone()
         if row is None:
             raise KeyError(f"No key with id '{key_id}' (see `tunehouse keys list`)")

@@ -20,7 +20,7 @@ API_PREFIX = "/v1"
 
 
 def install(app: FastAPI) -> None:
-    app.state.web_sessions = Sessions(app.state.settings)
+    app.state.web_sessions = Sessions()
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
     app.include_router(actions.router)

@@ -32,14 +32,14 @@ def signin_page(request: Request, next: str = "/"):
 
 
 @router.post("/signin")
-def signin(request: Request, key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"):
+def signin(request: Request, db: SessionDep, key: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"):
     check_origin(request)  # no login CSRF: another site must not sign our visitor in with its key
     settings = request.app.state.settings
-    project = keys.project_for_key(settings, key.strip()) if key.strip() else None
+    project = keys.project_for_key(settings, key.strip(), db) if key.strip() else None
     if project is None:
         return page(request, "signin.html", status_code=401, next=safe_next(next),
                     error="That API key is not valid on this server.")
-    sid = sessions_of(request).create(key.strip())
+    sid = sessions_of(request).create(db, key.strip())
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(COOKIE, sid, max_age=SESSION_SECONDS, httponly=True, samesite="lax",
                         secure=request.url.scheme == "https", path="/")
@@ -47,9 +47,9 @@ def signin(request: Request, key: Annotated[str, Form()] = "", next: Annotated[s
 
 
 @router.post("/signout")
-def signout(request: Request, viewer: ViewerDep, csrf_token: Annotated[str, Form()] = ""):
+def signout(request: Request, viewer: ViewerDep, db: SessionDep, csrf_token: Annotated[str, Form()] = ""):
     check_csrf(request, viewer, csrf_token)
-    sessions_of(request).drop(request.cookies.get(COOKIE))
+    sessions_of(request).drop(db, request.cookies.get(COOKIE))
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response

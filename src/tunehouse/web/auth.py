@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from tunehouse.api.deps import is_loopback
-from tunehouse.config import Settings
+from tunehouse.api.deps import SessionDep, is_loopback
 from tunehouse.store import keys, web_sessions
-from tunehouse.store.db import Connection, connect
+from tunehouse.store.db import Connection
 
 COOKIE = "tunehouse_session"
 SESSION_SECONDS = 12 * 3600
@@ -50,61 +47,48 @@ class Viewer:
 
 
 class Sessions:
-    """Sign-in sessions in the database (store/web_sessions.py): any API server on it knows every session."""
+    """Sign-in sessions in the database (store/web_sessions.py): any API server on it knows every session.
 
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    Methods take the request's connection (one per request: a second pooled one could deadlock a full pool).
+    """
+
+    def __init__(self):
         self._csrf_key: bytes | None = None
 
-    def create(self, key: str) -> str:
-        with _db(self.settings) as conn:
-            sid, _ = web_sessions.create_session(conn, keys.key_hash(key), SESSION_SECONDS)
+    def create(self, conn: Connection, key: str) -> str:
+        sid, _ = web_sessions.create_session(conn, keys.key_hash(key), SESSION_SECONDS)
         return sid
 
-    def get(self, sid: str | None) -> tuple[str, str] | None:
+    def get(self, conn: Connection, sid: str | None) -> tuple[str, str] | None:
         """(key_sha256, csrf) of the live session `sid`, or None."""
-        if not sid:
-            return None
-        with _db(self.settings) as conn:
-            return web_sessions.find_session(conn, sid)
+        return web_sessions.find_session(conn, sid) if sid else None
 
-    def drop(self, sid: str | None) -> None:
+    def drop(self, conn: Connection, sid: str | None) -> None:
         if sid:
-            with _db(self.settings) as conn:
-                web_sessions.drop_session(conn, sid)
+            web_sessions.drop_session(conn, sid)
 
-    def single_user_csrf(self) -> str:
+    def single_user_csrf(self, conn: Connection) -> str:
         """Unguessable for another site, the same on every server of this database."""
         if self._csrf_key is None:
-            with _db(self.settings) as conn:
-                self._csrf_key = web_sessions.server_secret(conn, "dashboard-csrf").encode()
+            self._csrf_key = web_sessions.server_secret(conn, "dashboard-csrf").encode()
         return hmac.new(self._csrf_key, b"single-user", hashlib.sha256).hexdigest()
-
-
-@contextmanager
-def _db(settings: Settings) -> Iterator[Connection]:
-    conn = connect(settings)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def sessions_of(request: Request) -> Sessions:
     return request.app.state.web_sessions
 
 
-def get_viewer(request: Request) -> Viewer:
+def get_viewer(request: Request, db: SessionDep) -> Viewer:
     """The visitor's project, or SignInRequired / Forbidden (turned into pages by the web error handlers)."""
     settings = request.app.state.settings
     sessions = sessions_of(request)
-    if not keys.keys_configured(settings):
+    if not keys.keys_configured(settings, db):
         if not is_loopback(request.client.host if request.client else None):
             raise Forbidden("This tunehouse server has no API keys configured and serves only loopback clients. "
                             "Create a key with `tunehouse keys create`.")
-        return Viewer(keys.DEFAULT_PROJECT, sessions.single_user_csrf(), signed_in=False)
-    session = sessions.get(request.cookies.get(COOKIE))
-    project = keys.project_for_key_hash(settings, session[0]) if session else None
+        return Viewer(keys.DEFAULT_PROJECT, sessions.single_user_csrf(db), signed_in=False)
+    session = sessions.get(db, request.cookies.get(COOKIE))
+    project = keys.project_for_key_hash(settings, session[0], db) if session else None
     if project is None:
         raise SignInRequired()
     return Viewer(project, session[1], signed_in=True)
