@@ -94,7 +94,8 @@ def serve(
 
 @app.command("worker", rich_help_panel="Service")
 def worker(data_dir: DataDir = None) -> None:
-    """Run one more training worker on this data dir (several can run; they never take the same job)."""
+    """Run one more training worker on this database (the data dir's SQLite, or TUNEHOUSE_DATABASE_URL from any
+    machine); several can run and never take the same job."""
     from tunehouse.worker.main import serve_worker
 
     serve_worker(build_settings(data_dir))
