@@ -6,16 +6,21 @@ Use them as annotated types in route signatures: `def route(db: SessionDep, proj
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.concurrency import run_in_threadpool
 
 from tunehouse.api.errors import APIError
 from tunehouse.config import Settings
 from tunehouse.store import keys
-from tunehouse.store.db import Connection, connect
+from tunehouse.store.db import POOL_MAX_SIZE, Connection, connect
+
+REQUEST_CONNECTIONS = POOL_MAX_SIZE - 4
 
 
 def get_settings(request: Request) -> Settings:
@@ -25,12 +30,32 @@ def get_settings(request: Request) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
-def get_session(settings: SettingsDep) -> Iterator[Connection]:
-    conn = connect(settings)
-    try:
-        yield conn
-    finally:
-        conn.close()
+async def get_session(request: Request, settings: SettingsDep) -> AsyncIterator[Connection]:
+    """The request's connection, borrowed so that a full PostgreSQL pool can never deadlock the server.
+
+    Requests run on a pool of worker threads. Had they waited for a connection on those threads, more requests
+    than pooled connections would fill every thread with waiters while the connections' holders need a thread
+    to finish. So requests first wait, on the event loop, for one of `REQUEST_CONNECTIONS` slots (fewer than
+    the pool holds: background validations and inference lookups borrow too), then borrow on a thread at once,
+    and give the connection back on the event loop (putconn / sqlite3's close: quick, no waiting).
+    """
+    slots = _connection_slots(request, settings)
+    async with slots if slots is not None else contextlib.nullcontext():
+        conn = await run_in_threadpool(connect, settings)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+def _connection_slots(request: Request, settings: Settings) -> asyncio.Semaphore | None:
+    """The app's limit on requests holding a pooled connection (PostgreSQL only; SQLite never waits)."""
+    if settings.db_path is not None:
+        return None
+    slots = getattr(request.app.state, "connection_slots", None)
+    if slots is None:
+        slots = request.app.state.connection_slots = asyncio.Semaphore(REQUEST_CONNECTIONS)
+    return slots
 
 
 SessionDep = Annotated[Connection, Depends(get_session)]
