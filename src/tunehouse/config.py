@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     max_loaded_adapters: int = Field(8, description="LoRA adapters kept loaded per base (least recently used go)")
     max_queued_requests: int = Field(16, description="Generation requests running or waiting; more get 429")
     inference_context: int = Field(4096, description="Tokens (prompt + completion) per request")
+    inference_slots: int = Field(8, ge=1, le=64, description="Sequences the fast engine decodes together "
+                                 "(continuous batching; on CUDA the reference engine too)")
     # 0 = every core, or half of them while other work keeps the CPU busy: llama.cpp's thread barriers stall
     # under oversubscription (docs/inference.md).
     inference_threads: int = Field(0, description="llama.cpp threads; 0 = auto")
@@ -70,6 +72,15 @@ class Settings(BaseSettings):
     train_processes: str = Field("auto", description=(
         "Training processes per job: `auto` (the number of CUDA devices, else 1) or N; more than 1 runs the job "
         "under torchrun (NCCL on CUDA, gloo on CPU)"))
+    train_nnodes: int = Field(1, ge=1, description=(
+        "Machines per training job; more than 1 needs `TUNEHOUSE_TRAIN_RDZV_ENDPOINT` and the other machines "
+        "running torchrun (docs/training.md)"))
+    train_rdzv_endpoint: str = Field("", description=(
+        "`HOST:PORT` of the torchrun rendezvous for multi-machine jobs: this worker's machine, reachable from the "
+        "others"))
+    train_max_restarts: int = Field(1, ge=0, description=(
+        "When a training process crashes, torchrun restarts all of them this many times (they resume from the "
+        "last saved state) before the job fails"))
     job_eval_examples: int = Field(100, description=(
         "Validation examples a job's final evaluation answers (event + report); 0 = no evaluation"))
 

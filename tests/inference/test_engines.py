@@ -29,14 +29,17 @@ def test_llama_cpp_has_the_internals_the_engine_uses(serve_settings):
     from tunehouse.inference.engine_llamacpp import LlamaCppEngine
 
     for name in ("llama_set_adapters_lora", "llama_adapter_lora_init", "llama_adapter_lora_free",
-                 "llama_adapter_lora_p_ctypes", "llama_set_n_threads", "llama_log_callback", "llama_log_set"):
+                 "llama_adapter_lora_p_ctypes", "llama_set_n_threads", "llama_log_callback", "llama_log_set",
+                 "llama_decode", "llama_get_logits_ith", "llama_get_memory", "llama_memory_seq_rm",
+                 "llama_memory_seq_pos_min", "llama_model_n_swa", "llama_n_seq_max", "llama_backend_init"):
         assert callable(getattr(llama_cpp, name, None)), f"llama_cpp.{name} is gone"
-    llm = LlamaCppEngine(serve_settings, TINY).llm
-    assert llm._ctx.ctx and llm._model.model, "Llama._ctx.ctx / Llama._model.model (raw pointers) are gone"
-    for obj, method in ((llm._ctx, "decode"), (llm._ctx, "get_logits_ith"), (llm._ctx, "kv_cache_clear"),
-                        (llm._batch, "set_batch")):
-        assert callable(getattr(obj, method, None)), f"{type(obj).__name__}.{method} is gone"
-    assert isinstance(llm.n_batch, int) and llm.n_vocab() > 0
+    engine = LlamaCppEngine(serve_settings, TINY)
+    assert engine._ctx.ctx and engine._model.model, "LlamaContext.ctx / LlamaModel.model (raw pointers) are gone"
+    assert llama_cpp.llama_n_seq_max(engine._ctx.ctx) == serve_settings.inference_slots
+    batch = engine._batch.batch
+    for field in ("token", "pos", "seq_id", "n_seq_id", "logits", "n_tokens"):
+        assert hasattr(batch, field), f"llama_batch.{field} is gone"
+    assert engine.vocab_size > 0
 
 
 def prompt_ids(tok, text):

@@ -13,18 +13,18 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tunehouse.api.completion_requests import ChatCompletionRequest, NamedToolChoice, fit_max_tokens
 from tunehouse.api.deps import ProjectDep, SessionDep, SettingsDep
 from tunehouse.api.errors import APIError
-from tunehouse.api.inference_deps import InferenceDep, admit, load_engine
+from tunehouse.api.inference_deps import InferenceDep, admit, load_engine, sse_response
 from tunehouse.data.render import parse_tool_calls, render_prompt
-from tunehouse.inference.generate import Piece, encode_prompt, generate, stop_token_ids
-from tunehouse.inference.sampling import Sampler
+from tunehouse.inference.generate import Piece, encode_prompt, generate, run_concurrently, stop_token_ids
+from tunehouse.inference.sampling import Sampler, choice_rng
 from tunehouse.store.models import resolve_model
 
 router = APIRouter(tags=["chat"])
@@ -94,23 +94,23 @@ async def create_chat_completion(body: ChatCompletionRequest, db: SessionDep, se
         usage = {"prompt_tokens": len(ids), "completion_tokens": completion_tokens,
                  "total_tokens": len(ids) + completion_tokens}
         return {**meta, "object": "chat.completion", "choices": choices, "usage": usage}
-    return StreamingResponse(generation.sse(meta, body.include_usage, ticket), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(generation.sse(meta, body.include_usage, ticket))
 
 
 class ChatGeneration:
-    """One chat request's generation: n choices, run under the service lock, as a whole or as SSE chunks."""
+    """One chat request's generation: n choices decoded concurrently (in the engine's shared batches), as a whole
+    or as SSE chunks."""
 
     def __init__(self, svc, engine, ids, adapter_dir, params, stops, n, prefix, parse_tools):
         self.svc, self.engine, self.ids, self.adapter_dir = svc, engine, ids, adapter_dir
         self.params, self.stops, self.n, self.prefix, self.parse_tools = params, stops, n, prefix, parse_tools
-        import numpy as np
 
-        self.rng = np.random.default_rng(params.seed)  # one stream for all n choices: same seed, same samples
-
-    def pieces(self) -> Iterator[Piece]:
+    def pieces(self, index: int) -> Iterator[Piece]:
         return generate(self.engine, self.ids, self.adapter_dir, self.params, self.stops,
-                        Sampler(self.params, self.rng))
+                        Sampler(self.params, choice_rng(self.params.seed, index)))
+
+    def all_pieces(self) -> Iterator[tuple[int, Piece]]:
+        return run_concurrently([lambda i=i: self.pieces(i) for i in range(self.n)])
 
     def finish(self, text: str, reason: str) -> tuple[str | None, list[dict] | None, str]:
         content, calls = split_tools(self.prefix + text, self.parse_tools)
@@ -121,22 +121,23 @@ class ChatGeneration:
         return content, None, reason
 
     def run_all(self) -> tuple[list[dict], int]:
-        choices, used = [], 0
         tok = self.engine.tokenizer
-        with self.svc.lock:
-            for index in range(self.n):
-                text, lps, reason = "", [], "stop"
-                for piece in self.pieces():
-                    text += piece.text
-                    used += len(piece.tokens)
-                    lps += [token_logprob(tok, c) for c in piece.tokens]
-                    reason = piece.finish_reason or reason
-                content, calls, reason = self.finish(text, reason)
-                message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
-                if calls:
-                    message["tool_calls"] = calls
-                logprobs = {"content": lps, "refusal": None} if self.params.logprobs else None
-                choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": reason})
+        texts, lps, reasons = [""] * self.n, [[] for _ in range(self.n)], ["stop"] * self.n
+        used = 0
+        with closing(self.all_pieces()) as stream:
+            for index, piece in stream:
+                texts[index] += piece.text
+                used += len(piece.tokens)
+                lps[index] += [token_logprob(tok, c) for c in piece.tokens]
+                reasons[index] = piece.finish_reason or reasons[index]
+        choices = []
+        for index in range(self.n):
+            content, calls, reason = self.finish(texts[index], reasons[index])
+            message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
+            if calls:
+                message["tool_calls"] = calls
+            logprobs = {"content": lps[index], "refusal": None} if self.params.logprobs else None
+            choices.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": reason})
         return choices, used
 
     def sse(self, meta: dict, include_usage: bool, ticket) -> Iterator[str]:
@@ -146,37 +147,16 @@ class ChatGeneration:
                 obj["usage"] = usage
             return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
-        tok, used = self.engine.tokenizer, 0
+        used = 0
+        streams = [ChoiceStream(self, index) for index in range(self.n)]
         try:
-            with self.svc.lock:
-                for index in range(self.n):
-                    yield chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                                  "finish_reason": None}])
-                    text, sent, reason = "", 0, "stop"
-                    for piece in self.pieces():
-                        text += piece.text
-                        used += len(piece.tokens)
-                        reason = piece.finish_reason or reason
-                        upto = held_back(self.prefix + text, self.parse_tools) - len(self.prefix)
-                        delta = text[sent:upto] if upto > sent else ""
-                        lps = [token_logprob(tok, c) for c in piece.tokens] if self.params.logprobs else None
-                        if delta or lps:
-                            yield chunk([{"index": index, "delta": {"content": delta},
-                                          "logprobs": {"content": lps, "refusal": None} if lps else None,
-                                          "finish_reason": None}])
-                            sent += len(delta)
-                    content, calls, reason = self.finish(text, reason)
-                    if content and calls is None and len(content) > sent:
-                        yield chunk([{"index": index, "delta": {"content": content[sent:]}, "logprobs": None,
-                                      "finish_reason": None}])
-                    if calls:
-                        if content and content.startswith(text[:sent]) and len(content) > sent:
-                            yield chunk([{"index": index, "delta": {"content": content[sent:]}, "logprobs": None,
-                                          "finish_reason": None}])
-                        deltas = [{"index": i, **c} for i, c in enumerate(calls)]
-                        yield chunk([{"index": index, "delta": {"tool_calls": deltas}, "logprobs": None,
-                                      "finish_reason": None}])
-                    yield chunk([{"index": index, "delta": {}, "logprobs": None, "finish_reason": reason}])
+            for stream in streams:
+                yield chunk([stream.delta({"role": "assistant", "content": ""})])
+            with closing(self.all_pieces()) as pieces:
+                for index, piece in pieces:
+                    used += len(piece.tokens)
+                    for choice in streams[index].feed(piece):
+                        yield chunk([choice])
             if include_usage:
                 n_prompt = len(self.ids)
                 yield chunk([], {"prompt_tokens": n_prompt, "completion_tokens": used,
@@ -184,3 +164,42 @@ class ChatGeneration:
             yield "data: [DONE]\n\n"
         finally:
             ticket.release()
+
+
+class ChoiceStream:
+    """One choice's SSE deltas: text as it becomes safe to show (never a partial <tool_call>), then the parsed
+    tool calls and the finish reason."""
+
+    def __init__(self, gen: ChatGeneration, index: int):
+        self.gen, self.index = gen, index
+        self.text, self.sent, self.reason = "", 0, "stop"
+
+    def delta(self, delta: dict, logprobs=None, finish_reason=None) -> dict:
+        return {"index": self.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+
+    def feed(self, piece: Piece) -> list[dict]:
+        gen, out = self.gen, []
+        self.text += piece.text
+        self.reason = piece.finish_reason or self.reason
+        upto = held_back(gen.prefix + self.text, gen.parse_tools) - len(gen.prefix)
+        delta = self.text[self.sent:upto] if upto > self.sent else ""
+        tok = gen.engine.tokenizer
+        lps = [token_logprob(tok, c) for c in piece.tokens] if gen.params.logprobs else None
+        if delta or lps:
+            out.append(self.delta({"content": delta}, {"content": lps, "refusal": None} if lps else None))
+            self.sent += len(delta)
+        if piece.finish_reason is not None:
+            out += self._end()
+        return out
+
+    def _end(self) -> list[dict]:
+        out, text, sent = [], self.text, self.sent
+        content, calls, reason = self.gen.finish(text, self.reason)
+        if content and calls is None and len(content) > sent:
+            out.append(self.delta({"content": content[sent:]}))
+        if calls:
+            if content and content.startswith(text[:sent]) and len(content) > sent:
+                out.append(self.delta({"content": content[sent:]}))
+            out.append(self.delta({"tool_calls": [{"index": i, **c} for i, c in enumerate(calls)]}))
+        out.append(self.delta({}, finish_reason=reason))
+        return out

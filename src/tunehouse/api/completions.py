@@ -12,17 +12,17 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 
 from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tunehouse.api.completion_requests import CompletionRequest, fit_max_tokens
 from tunehouse.api.deps import ProjectDep, SessionDep, SettingsDep
 from tunehouse.api.errors import APIError
-from tunehouse.api.inference_deps import InferenceDep, admit, load_engine
-from tunehouse.inference.generate import encode_prompt, generate, stop_token_ids
-from tunehouse.inference.sampling import Sampler, top_entries
+from tunehouse.api.inference_deps import InferenceDep, admit, load_engine, sse_response
+from tunehouse.inference.generate import encode_prompt, generate, run_concurrently, stop_token_ids
+from tunehouse.inference.sampling import Sampler, choice_rng, top_entries
 from tunehouse.store.models import resolve_model
 
 router = APIRouter(tags=["completions"])
@@ -62,23 +62,20 @@ async def create_completion(body: CompletionRequest, db: SessionDep, settings: S
             "system_fingerprint": f"tunehouse-{engine.name}", "object": "text_completion"}
     if not body.stream:
         try:
-            choices = await run_in_threadpool(lambda: list(generation.choices()))
+            choices = await run_in_threadpool(generation.choices)
         finally:
             ticket.release()
         return {**meta, "choices": choices, "usage": generation.usage()}
-    return StreamingResponse(generation.sse(meta, body.include_usage, ticket), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return sse_response(generation.sse(meta, body.include_usage, ticket))
 
 
 class CompletionGeneration:
-    """One completions request's generation: n choices per prompt, run under the service lock, whole or as SSE."""
+    """One completions request's generation: n choices per prompt, all decoded concurrently (in the engine's
+    shared batches), whole or as SSE."""
 
     def __init__(self, svc, engine, adapter_dir, params, n, echo, encoded):
-        import numpy as np
-
         self.svc, self.engine, self.adapter_dir, self.params = svc, engine, adapter_dir, params
         self.n, self.echo, self.encoded = n, echo, encoded
-        self.rng = np.random.default_rng(params.seed)
         self.stops = stop_token_ids(engine.tokenizer)
         self.completion_tokens = 0
 
@@ -96,9 +93,10 @@ class CompletionGeneration:
             tops[pos] = {tok.decode([t]): lp for t, lp in top_entries(row, k)} if k else {}
         return [tok.decode([t]) for t in ids[skip:]], lps[skip:], tops[skip:]
 
-    def _one(self, p_index: int, c_index: int) -> Iterator[tuple[str, dict | None, str | None]]:
-        """(text, logprobs fragment or None, finish_reason) pieces of one choice, echoed prompt first."""
-        ids, offsets, prompt_text, skip = self.encoded[p_index]
+    def _one(self, index: int) -> Iterator[tuple[str, dict | None, str | None, int]]:
+        """(text, logprobs fragment or None, finish_reason, tokens) pieces of choice `index` (prompt index // n),
+        echoed prompt first."""
+        ids, offsets, prompt_text, skip = self.encoded[index // self.n]
         params = self.params
         base = 0
         if self.echo:
@@ -106,11 +104,11 @@ class CompletionGeneration:
             if params.logprobs:
                 toks, lps, tops = self._prompt_logprobs(ids, skip)
                 frag = {"tokens": toks, "token_logprobs": lps, "top_logprobs": tops, "text_offset": offsets}
-            yield prompt_text, frag, None
+            yield prompt_text, frag, None, 0
             base = len(prompt_text)
         done = 0
-        for piece in generate(self.engine, ids, self.adapter_dir, params, self.stops, Sampler(params, self.rng)):
-            self.completion_tokens += len(piece.tokens)
+        sampler = Sampler(params, choice_rng(params.seed, index))
+        for piece in generate(self.engine, ids, self.adapter_dir, params, self.stops, sampler):
             frag = None
             if params.logprobs:
                 tok = self.engine.tokenizer
@@ -120,19 +118,22 @@ class CompletionGeneration:
                 for t in piece.token_texts:
                     frag["text_offset"].append(base + done)
                     done += len(t)
-            yield piece.text, frag, piece.finish_reason
+            yield piece.text, frag, piece.finish_reason, len(piece.tokens)
 
-    def choices(self) -> Iterator[dict]:
-        with self.svc.lock:
-            for p_index in range(len(self.encoded)):
-                for c in range(self.n):
-                    text, lp, reason = "", None, None
-                    for piece_text, frag, finish in self._one(p_index, c):
-                        text += piece_text
-                        reason = finish or reason
-                        if frag is not None:
-                            lp = frag if lp is None else {k: lp[k] + frag[k] for k in lp}
-                    yield {"text": text, "index": p_index * self.n + c, "logprobs": lp, "finish_reason": reason}
+    def _all(self) -> Iterator[tuple[int, tuple]]:
+        return run_concurrently([lambda i=i: self._one(i) for i in range(len(self.encoded) * self.n)])
+
+    def choices(self) -> list[dict]:
+        count = len(self.encoded) * self.n
+        texts, lps, reasons = [""] * count, [None] * count, [None] * count
+        with closing(self._all()) as stream:
+            for index, (text, frag, finish, used) in stream:
+                self.completion_tokens += used
+                texts[index] += text
+                reasons[index] = finish or reasons[index]
+                if frag is not None:
+                    lps[index] = frag if lps[index] is None else {k: lps[index][k] + frag[k] for k in frag}
+        return [{"text": texts[i], "index": i, "logprobs": lps[i], "finish_reason": reasons[i]} for i in range(count)]
 
     def sse(self, meta: dict, include_usage: bool, ticket) -> Iterator[str]:
         def chunk(choices: list[dict], usage=None) -> str:
@@ -142,13 +143,11 @@ class CompletionGeneration:
             return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
         try:
-            with self.svc.lock:
-                for p_index in range(len(self.encoded)):
-                    for c in range(self.n):
-                        for text, frag, finish in self._one(p_index, c):
-                            if text or frag or finish:
-                                yield chunk([{"text": text, "index": p_index * self.n + c, "logprobs": frag,
-                                              "finish_reason": finish}])
+            with closing(self._all()) as stream:
+                for index, (text, frag, finish, used) in stream:
+                    self.completion_tokens += used
+                    if text or frag or finish:
+                        yield chunk([{"text": text, "index": index, "logprobs": frag, "finish_reason": finish}])
             if include_usage:
                 yield chunk([], self.usage())
             yield "data: [DONE]\n\n"

@@ -2,16 +2,19 @@
 
 `InferenceDep` is the app's InferenceService (created on first use; engines load lazily, per base model).
 `load_engine` and `admit` turn the service's failures into OpenAI's errors: 503 engine_unavailable and
-429 rate_limit_exceeded (with Retry-After).
+429 rate_limit_exceeded (with Retry-After). `sse_response` streams a generation and closes it as soon as the
+client goes away, which frees its decoding slot (and its admission ticket) at once.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from tunehouse.api.errors import APIError
@@ -45,3 +48,19 @@ def admit(svc: InferenceService) -> Ticket:
     except QueueFull as e:
         raise APIError(429, str(e), code="rate_limit_exceeded", type="requests",
                        headers={"Retry-After": "1"}) from None
+
+
+async def _in_threads(chunks: Iterator[str]) -> AsyncIterator[str]:
+    """Each chunk computed in the thread pool (decoding blocks); on a disconnect Starlette cancels the stream
+    and the finally closes the generation right away instead of whenever garbage collection gets to it."""
+    done = object()
+    try:
+        while (chunk := await run_in_threadpool(next, chunks, done)) is not done:
+            yield chunk
+    finally:
+        chunks.close()  # runs the generation's finally blocks: slot and ticket released
+
+
+def sse_response(chunks: Iterator[str]) -> StreamingResponse:
+    return StreamingResponse(_in_threads(chunks), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -157,6 +158,9 @@ def eval_command(
     template: Annotated[str, typer.Option("--template", help="Chat format for loss scoring: auto, gemma, chatml, "
                                           "none")] = "auto",
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Data dir of the in-process server")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-c", min=1, help="Examples sent at once "
+                                                    "(the server batches them; default: its decoding slots, "
+                                                    "TUNEHOUSE_INFERENCE_SLOTS); results do not depend on it")] = None,
 ) -> None:
     """Compare a model with its baseline on a test set: side-by-side metrics, worst failures, report files."""
     from tunehouse.eval.comparison import EvalError, EvalOptions, Example, load_test_set
@@ -182,7 +186,8 @@ def eval_command(
     pairs = not isinstance(examples[0], Example)
     check_json = _check_json(test, examples, wanted, schema_obj, pairs)
     options = EvalOptions(temperature=temperature, max_tokens=max_tokens, check_json=check_json, schema=schema_obj,
-                          score_loss="loss" in wanted, template=template)
+                          score_loss="loss" in wanted, template=template,
+                          concurrency=concurrency or build_settings(data_dir).inference_slots)
     with open_client(base_url, api_key, data_dir) as client:
         baseline_client = None
         if baseline_base_url:
@@ -277,7 +282,8 @@ def _train_and_evaluate(settings, url: str, train: Path, heldout: Path, work: Pa
     console.print(f"[bold]5.[/] Evaluating {tuned} against {qs.BASE_MODEL} on the {_lines(heldout)} held-out "
                   "questions (greedy decoding)")
     try:
-        result = run_evaluation(client, tuned, qs.BASE_MODEL, heldout, qs.EVAL_OPTIONS, None)
+        options = replace(qs.EVAL_OPTIONS, concurrency=settings.inference_slots)  # the server batches them
+        result = run_evaluation(client, tuned, qs.BASE_MODEL, heldout, options, None)
     except EvalError as e:
         fail(str(e))
     paths = write_report(result, work / "report")

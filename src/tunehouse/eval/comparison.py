@@ -12,7 +12,9 @@ A test file of preference pairs (DPO's format) is scored instead of answered: se
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -71,6 +73,9 @@ class EvalOptions:
     score_loss: bool = True
     template: str = "auto"  # chat format used to render prompts for loss scoring: auto | gemma | chatml | none
     warmup: bool = True  # one untimed 1-token request per model first, so loading it is not counted as latency
+    # Examples in flight at once (the server batches them); None = the backend's default_concurrency (tunehouse:
+    # its engine's slots), 1 = one by one. Results and their order do not depend on it.
+    concurrency: int | None = None
 
 
 class Backend(Protocol):
@@ -204,25 +209,37 @@ def run_model(
     backend: Backend, model: str, examples: list[Example], options: EvalOptions, progress: Progress | None = None,
     label: str = "",
 ) -> ModelRun:
+    """Answer (and score) every example, `options.concurrency` at a time; results stay in example order."""
     backend.check_model(model)
-    gens, grades, scores = [], [], []
-    loss_note = None
-    can_score = options.score_loss and options.template != "none"
+    state = {"can_score": options.score_loss and options.template != "none", "done": 0}
+    lock = threading.Lock()
     if options.warmup:
         backend.generate(model, examples[0].messages, 1, options.temperature)
-    for i, ex in enumerate(examples):
-        max_tokens = options.max_tokens or auto_max_tokens(ex)
-        gen = backend.generate(model, ex.messages, max_tokens, options.temperature)
-        gens.append(gen)
-        grades.append(m.grade_answer(gen.text, ex.reference, ex.patterns, options.check_json, options.schema))
-        score = None
-        if can_score and ex.reference is not None:
-            score, loss_note = _score(backend, model, ex, options.template)
-            # One unsupported answer means the backend cannot score at all: stop asking.
-            can_score = score is not None
-        scores.append(score)
-        if progress:
-            progress(label or model, i + 1, len(examples))
+
+    def one(ex: Example) -> tuple[Generation, tuple[float, int] | None, str | None]:
+        gen = backend.generate(model, ex.messages, options.max_tokens or auto_max_tokens(ex), options.temperature)
+        score, note = None, None
+        if state["can_score"] and ex.reference is not None:
+            score, note = _score(backend, model, ex, options.template)
+            if score is None:  # one unsupported answer means the backend cannot score at all: stop asking
+                state["can_score"] = False
+        with lock:
+            state["done"] += 1
+            if progress:
+                progress(label or model, state["done"], len(examples))
+        return gen, score, note
+
+    workers = max(1, options.concurrency or getattr(backend, "default_concurrency", 1))
+    if workers == 1:
+        results = [one(ex) for ex in examples]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eval") as pool:
+            results = list(pool.map(one, examples))  # map keeps the examples' order
+    gens = [g for g, _, _ in results]
+    scores = [s for _, s, _ in results]
+    loss_note = next((n for _, _, n in results if n is not None), None)
+    grades = [m.grade_answer(g.text, ex.reference, ex.patterns, options.check_json, options.schema)
+              for g, ex in zip(gens, examples, strict=True)]
     valid_scores = [s for s in scores if s is not None]
     # Loss is only meaningful when every example with a reference was scored.
     n_ref = sum(ex.reference is not None for ex in examples)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from tunehouse.config import Settings
@@ -25,6 +26,7 @@ class InProcessBackend:
     """Backend over tunehouse.inference in this process; model names map to (base model, adapter dir or None).
 
     `should_stop` is polled at every token: a worker shutting down must not first answer the whole test set.
+    Examples run `default_concurrency` (the engines' slots) at a time, decoding in shared batches.
     """
 
     def __init__(self, settings: Settings, models: dict[str, tuple[str, Path | None]], service=None,
@@ -34,6 +36,7 @@ class InProcessBackend:
         self.models = models
         self.service = service or InferenceService(settings)
         self.should_stop = should_stop or (lambda: False)
+        self.default_concurrency = max(1, settings.inference_slots)
 
     def _check_stop(self) -> None:
         if self.should_stop():
@@ -59,8 +62,8 @@ class InProcessBackend:
         ids = encode_prompt(engine.tokenizer, render_prompt(messages, family=engine.family), add_bos=False)
         params = SamplingParams(max_tokens=max_tokens, temperature=temperature)
         text, n, finish = [], 0, None
-        with self.service.lock:
-            for piece in generate(engine, ids, adapter, params, stop_token_ids(engine.tokenizer)):
+        with closing(generate(engine, ids, adapter, params, stop_token_ids(engine.tokenizer))) as pieces:
+            for piece in pieces:
                 self._check_stop()
                 text.append(piece.text)
                 n += len(piece.tokens)
@@ -85,8 +88,8 @@ class InProcessBackend:
         if len(ids) <= len(prefix):
             return None
         nll = 0.0
-        with self.service.lock:
-            for pos, row in engine.score_rows(ids, adapter):
+        with closing(engine.score_rows(ids, adapter)) as rows:
+            for pos, row in rows:
                 self._check_stop()
                 if pos >= len(prefix):
                     nll -= float(row[ids[pos]])

@@ -34,8 +34,12 @@ def render_for_scoring(messages: list[dict], reference: str, template: str,
 
 
 class OpenAIBackend:
-    def __init__(self, client: openai.OpenAI):
+    """`concurrency`: requests in flight at once when EvalOptions.concurrency does not say (the SDK's client is
+    thread-safe; a tunehouse server decodes them in shared batches)."""
+
+    def __init__(self, client: openai.OpenAI, concurrency: int = 1):
         self.client = client
+        self.default_concurrency = concurrency
         self._checked: set[str] = set()
 
     def check_model(self, model: str) -> None:

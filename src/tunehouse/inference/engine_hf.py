@@ -1,9 +1,11 @@
 """Reference engine: transformers + peft, one loaded base with many LoRA adapters on it.
 
 The base is loaded once; adapters are injected into it by peft under their own names and switched with
-`set_adapter` (no reload). An LRU bounds how many stay loaded. The engine runs ONE sequence at a time (the
-inference service holds a lock around it): `prefill` starts a sequence and returns the next-token logits,
-`step` feeds one token. Logits come back as numpy float32 so both engines share the same sampler.
+`set_adapter` (no reload). An LRU bounds how many stay loaded. Sequences (`open`, see batching.py) decode on the
+engine's scheduler thread, each with its own KV cache: on CPU one at a time (one slot: torch already uses every
+core for one sequence), on CUDA up to Settings.inference_slots whose single-token steps of one adapter run as
+ONE padded forward (`_step_batch`: caches left-padded to a common length, a 4D mask per attention type hiding
+the padding). Logits come back as numpy float32 so both engines share the same sampler.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from tunehouse.config import Settings
+from tunehouse.inference.batching import BatchScheduler, SingleSequence, Slot, Work
 
 log = logging.getLogger("tunehouse.inference")
-_SCORE_CHUNK = 128  # positions per LM-head call when scoring a prompt (262k vocab x 128 x 4 B = 128 MB)
 
 
 def adapter_key(adapter_dir: Path) -> str:
@@ -26,10 +28,11 @@ def adapter_key(adapter_dir: Path) -> str:
     return "a" + hashlib.sha1(str(Path(adapter_dir).resolve()).encode()).hexdigest()[:16]
 
 
-class HFEngine:
+class HFEngine(SingleSequence):
     name = "hf"
 
-    def __init__(self, settings: Settings, base_model: str, model=None, tokenizer=None, family=None):
+    def __init__(self, settings: Settings, base_model: str, model=None, tokenizer=None, family=None,
+                 batched: bool | None = None):
         if model is None:
             from tunehouse.base_models import load_base_model
 
@@ -40,8 +43,12 @@ class HFEngine:
         self.max_adapters = max(1, settings.max_loaded_adapters)
         self.adapters: OrderedDict[str, Path] = OrderedDict()
         self.adapter_loads = 0  # counted so tests can prove switching does not reload
-        self._cache = None
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        # batched (several slots) on CUDA by default; on CPU only when asked (tests check the batched path there)
+        self.batched = model.device.type == "cuda" if batched is None else batched
+        self.slots = max(1, settings.inference_slots) if self.batched else 1
+        self._caches: dict[int, object] = {}  # slot index -> that sequence's KV cache
+        self.scheduler = BatchScheduler(f"hf-{base_model}", self.slots, 512, self._run_batch, self._trim)
 
     # -- adapters ------------------------------------------------------------------------------------------
     def _activate(self, adapter_dir: Path | None) -> None:
@@ -79,44 +86,56 @@ class HFEngine:
     def _net(self):
         return self.peft if self.peft is not None else self.base
 
-    # -- decoding ------------------------------------------------------------------------------------------
-    def _forward(self, ids: list[int]) -> np.ndarray:
+    # -- sequences -----------------------------------------------------------------------------------------
+    def open(self, ids: list[int], adapter_dir: Path | None, reuse: bool = True):
+        """A Sequence for this prompt on a free slot (blocks while all are busy). No prefix reuse here: the
+        reference engine recomputes every prompt."""
+        if not ids:
+            raise ValueError("an empty prompt has nothing to continue")
+        key = None if adapter_dir is None else str(Path(adapter_dir).resolve())
+        return self.scheduler.open(list(ids), key, reuse=False)
+
+    def _trim(self, slot: Slot, keep: int) -> int:
+        self._caches.pop(slot.index, None)
+        return 0
+
+    def _run_batch(self, adapter: str | None, batch: list[tuple[Work, int, int]]) -> list:
+        """Single-token steps of sequences with a cache go through one padded forward; prompts (and scoring
+        chunks) run one by one."""
+        self._activate(None if adapter is None else Path(adapter))
+        steps = [i for i, (w, start, count) in enumerate(batch)
+                 if count == 1 and not w.all_logits and w.seq.slot.index in self._caches]
+        out: list = [None] * len(batch)
+        if len(steps) > 1:
+            rows = self._step_batch([batch[i] for i in steps])
+            for i, row in zip(steps, rows, strict=True):
+                out[i] = row
+        for i, (work, start, count) in enumerate(batch):
+            if out[i] is None:
+                out[i] = self._forward(work, start, count)
+        return out
+
+    def _forward(self, work: Work, start: int, count: int) -> np.ndarray:
+        """Feed one sequence's tokens on its own cache; rows for every token, or the last one's."""
         import torch
 
+        index = work.seq.slot.index
         with torch.inference_mode():
-            x = torch.tensor([ids], dtype=torch.long, device=self.base.device)
-            out = self._net(input_ids=x, past_key_values=self._cache, use_cache=True, logits_to_keep=1)
-            self._cache = out.past_key_values
-            return out.logits[0, -1].float().cpu().numpy()
+            x = torch.tensor([work.tokens[start:start + count]], dtype=torch.long, device=self.base.device)
+            out = self._net(input_ids=x, past_key_values=self._caches.get(index), use_cache=True,
+                            logits_to_keep=0 if work.all_logits else 1)
+            self._caches[index] = out.past_key_values
+            return out.logits[0].float().cpu().numpy()
 
-    def prefill(self, ids: list[int], adapter_dir: Path | None) -> np.ndarray:
-        self._activate(adapter_dir)
-        self._cache = None
-        return self._forward(ids)
+    def _step_batch(self, entries: list[tuple[Work, int, int]]) -> list[np.ndarray]:
+        """One forward for several sequences' next tokens: see hf_batch.padded_step."""
+        from tunehouse.inference.hf_batch import padded_step
 
-    def step(self, token: int) -> np.ndarray:
-        return self._forward([token])
-
-    def end(self) -> None:
-        self._cache = None  # free the KV cache between requests
-
-    def score_rows(self, ids: list[int], adapter_dir: Path | None):
-        """Yield (position, log-softmax row) predicting ids[position] for position = 1..len(ids)-1."""
-        import torch
-
-        self._activate(adapter_dir)
-        base = self.base
-        with torch.inference_mode():
-            x = torch.tensor([ids], dtype=torch.long, device=base.device)
-            # Run the body once, then the 262k-wide head in chunks so memory stays bounded on long prompts.
-            hidden = base.base_model(input_ids=x, use_cache=False).last_hidden_state[0]
-            head = base.get_output_embeddings()
-            cap = getattr(base.config, "final_logit_softcapping", None)
-            for start in range(0, len(ids) - 1, _SCORE_CHUNK):
-                h = hidden[start : min(start + _SCORE_CHUNK, len(ids) - 1)]
-                logits = head(h).float()
-                if cap:
-                    logits = torch.tanh(logits / cap) * cap
-                rows = torch.log_softmax(logits, dim=-1).cpu().numpy()
-                for i, row in enumerate(rows):
-                    yield start + i + 1, row
+        seqs = [w.seq.slot.index for w, _, _ in entries]
+        tokens = [w.tokens[start] for w, start, _ in entries]
+        positions = [w.seq.n_past for w, _, _ in entries]
+        logits, caches = padded_step(self._net, self.base.config, [self._caches[i] for i in seqs], tokens,
+                                     positions)
+        for i, cache in zip(seqs, caches, strict=True):
+            self._caches[i] = cache
+        return [row[None, :] for row in logits]

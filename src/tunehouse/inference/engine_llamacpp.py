@@ -1,9 +1,13 @@
 """Fast CPU engine: llama.cpp (llama-cpp-python) on the GGUF base, LoRA adapters converted to GGUF LoRA.
 
-One llama.cpp model + context per base model. Adapters are loaded into the model once (`llama_adapter_lora_init`)
-and switched per request with `llama_set_adapters_lora` on the context, so switching never reloads the base;
-an LRU frees the least recently used. Tokenization stays with the Hugging Face tokenizer the model was trained
-with: llama.cpp only runs the forward passes on token ids, so both engines see exactly the same tokens.
+One llama.cpp model + context per base model. The context has Settings.inference_slots sequences (llama.cpp
+`n_seq_max`, a KV stream each of inference_context cells): concurrent requests decode together in one
+`llama_batch` whose tokens carry their sequence ids (continuous batching, batching.BatchScheduler), and a
+finished sequence's KV stays for the next prompt sharing its prefix (trimmed with `llama_memory_seq_rm`).
+Adapters are loaded into the model once (`llama_adapter_lora_init`) and switched with `llama_set_adapters_lora`
+on the context, never reloading the base; LoRA applies to the whole context, so one decode serves one adapter
+and adapter groups take turns. An LRU frees the least recently used adapter. Tokenization stays with the
+Hugging Face tokenizer the model was trained with: llama.cpp only runs forward passes on token ids.
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from tunehouse.config import Settings
+from tunehouse.inference.batching import BatchScheduler, SingleSequence, Slot, Work
 from tunehouse.inference.gguf_convert import write_base_gguf, write_lora_gguf, write_precision_gguf
 
 log = logging.getLogger("tunehouse.inference")
-_SCORE_CHUNK = 64  # prompt positions per decode call when every position's logits are needed
 
 
 def base_gguf(settings: Settings, base_model: str) -> Path:
@@ -77,7 +81,9 @@ def lora_gguf(settings: Settings, adapter_dir: Path) -> Path:
         raise FileNotFoundError(f"{adapter_dir} is not a PEFT adapter directory (no adapter_model.safetensors)")
     digest = hashlib.sha1(f"{Path(adapter_dir).resolve()}:{weights.stat().st_mtime_ns}".encode()).hexdigest()[:16]
     target = settings.models_dir / "lora-gguf" / f"{digest}.gguf"
-    return target if target.is_file() else write_lora_gguf(adapter_dir, target)
+    if not target.is_file():  # under a lock: concurrent first requests for one adapter convert it once
+        _convert_once(target, lambda out: write_lora_gguf(adapter_dir, out))
+    return target
 
 
 # ggml's log levels (ggml.h: NONE, DEBUG, INFO, WARN, ERROR, CONT). llama-cpp-python maps them with an older
@@ -119,7 +125,11 @@ def llama_cpp_available() -> bool:
     return True
 
 
-class LlamaCppEngine:
+
+_llama_backend: dict = {}
+
+
+class LlamaCppEngine(SingleSequence):
     name = "llamacpp"
 
     def __init__(self, settings: Settings, base_model: str, tokenizer=None, family=None, gguf_path: Path | None = None):
@@ -138,32 +148,69 @@ class LlamaCppEngine:
         self.settings, self.base_model, self.tokenizer, self.family = settings, base_model, tokenizer, family
         self.gguf_path = gguf_path or base_gguf(settings, base_model)
         self.cores = cpu_threads()
-        threads = settings.inference_threads if settings.inference_threads > 0 else self.cores
-        self.threads = threads
+        self.threads = settings.inference_threads if settings.inference_threads > 0 else self.cores
         self._lib = llama_cpp
         route_llama_logs()
-        self.llm = llama_cpp.Llama(
-            model_path=str(self.gguf_path), n_ctx=settings.inference_context, n_batch=512, n_ubatch=512,
-            n_threads=threads, n_threads_batch=threads, logits_all=False, verbose=False,
-        )
-        # Free llama.cpp before interpreter shutdown tears down the ctypes bindings its destructor needs.
-        atexit.register(self.llm.close)
-        self.vocab_size = self.llm.n_vocab()
+        self.slots = max(1, settings.inference_slots)
+        self._open_context()
         self.max_adapters = max(1, settings.max_loaded_adapters)
         self.adapters: OrderedDict[str, object] = OrderedDict()  # adapter dir -> llama_adapter_lora pointer
         self.adapter_loads = 0
         self._active: str | None = None
-        self._n_past = 0
+        self.scheduler = BatchScheduler(f"llamacpp-{base_model}", self.slots, self.n_batch, self._run_batch,
+                                        self._trim)
+
+    def _open_context(self) -> None:
+        """The model, and one context with a KV stream of inference_context cells per slot.
+
+        kv_unified=False: each sequence attends over its own stream laid out exactly as when it decodes alone
+        (a shared buffer interleaves sequences and changes the summation order, hence the bits); swa_full=False:
+        the sliding-window layers keep only their window, as llama.cpp's server does (see _trim).
+        """
+        from llama_cpp import _internals
+
+        lib = self._lib
+        if not _llama_backend:
+            lib.llama_backend_init()
+            _llama_backend["ok"] = True
+        mparams = lib.llama_model_default_params()
+        mparams.n_gpu_layers = 0
+        mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP  # as llama_cpp.Llama loads it (page cache shared)
+        self._model = _internals.LlamaModel(path_model=str(self.gguf_path), params=mparams, verbose=False)
+        self.n_batch = 512
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = self.settings.inference_context * self.slots
+        cparams.n_batch = cparams.n_ubatch = self.n_batch
+        cparams.n_seq_max = self.slots
+        cparams.n_threads = cparams.n_threads_batch = self.threads
+        cparams.flash_attn_type = lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        cparams.kv_unified = False
+        cparams.swa_full = False
+        cparams.no_perf = True
+        self._ctx = _internals.LlamaContext(model=self._model, params=cparams, verbose=False)
+        self._batch = _internals.LlamaBatch(n_tokens=self.n_batch, embd=0, n_seq_max=1, verbose=False)
+        # Free llama.cpp before interpreter shutdown tears down the ctypes bindings its destructor needs.
+        atexit.register(self.close)
+        self._mem = lib.llama_get_memory(self._ctx.ctx)
+        self.n_swa = int(lib.llama_model_n_swa(self._model.model))
+        self.vocab_size = int(lib.llama_vocab_n_tokens(lib.llama_model_get_vocab(self._model.model)))
+
+    def close(self) -> None:
+        for obj in (self._batch, self._ctx, self._model):
+            obj.close()
 
     # -- adapters ------------------------------------------------------------------------------------------
-    def _activate(self, adapter_dir: Path | None) -> None:
-        lib, ctx = self._lib, self.llm._ctx.ctx
-        key = None if adapter_dir is None else str(Path(adapter_dir).resolve())
+    def _adapter_key(self, adapter_dir: Path | None) -> str | None:
+        return None if adapter_dir is None else str(Path(adapter_dir).resolve())
+
+    def _activate(self, key: str | None) -> None:
+        """Point the context at adapter `key` (loaded into the model on first use). Scheduler thread only."""
+        lib, ctx = self._lib, self._ctx.ctx
         if key is not None:
             if key in self.adapters:
                 self.adapters.move_to_end(key)
             else:
-                self._load_adapter(key, Path(adapter_dir))
+                self._load_adapter(key, Path(key))
         if key == self._active:
             return
         if key is None:
@@ -173,12 +220,12 @@ class LlamaCppEngine:
             scales = (ctypes.c_float * 1)(1.0)
             rc = lib.llama_set_adapters_lora(ctx, arr, 1, scales)
         if rc != 0:
-            raise RuntimeError(f"llama.cpp could not switch to adapter {adapter_dir} (code {rc})")
+            raise RuntimeError(f"llama.cpp could not switch to adapter {key} (code {rc})")
         self._active = key
 
     def _load_adapter(self, key: str, adapter_dir: Path) -> None:
         path = lora_gguf(self.settings, adapter_dir)
-        ptr = self._lib.llama_adapter_lora_init(self.llm._model.model, str(path).encode())
+        ptr = self._lib.llama_adapter_lora_init(self._model.model, str(path).encode())
         if not ptr:
             raise RuntimeError(f"llama.cpp could not load the LoRA adapter {path}")
         self.adapter_loads += 1
@@ -186,25 +233,68 @@ class LlamaCppEngine:
         while len(self.adapters) > self.max_adapters:
             old, old_ptr = self.adapters.popitem(last=False)
             if old == self._active:  # never free what the context still points at
-                self._lib.llama_set_adapters_lora(self.llm._ctx.ctx, None, 0, None)
+                self._lib.llama_set_adapters_lora(self._ctx.ctx, None, 0, None)
                 self._active = None
             self._lib.llama_adapter_lora_free(old_ptr)
             log.info("evicted adapter %s from %s (LRU, max %d)", old, self.base_model, self.max_adapters)
 
-    # -- decoding ------------------------------------------------------------------------------------------
-    def _decode(self, ids: list[int], all_logits: bool = False) -> None:
-        batch = self.llm._batch
-        batch.set_batch(batch=ids, n_past=self._n_past, logits_all=all_logits)
-        self.llm._ctx.decode(batch)
-        self._n_past += len(ids)
+    # -- sequences -----------------------------------------------------------------------------------------
+    def open(self, ids: list[int], adapter_dir: Path | None, reuse: bool = True):
+        """A Sequence for this prompt on a free slot (blocks while all are busy); see batching.Sequence."""
+        if len(ids) > self.settings.inference_context:
+            raise ValueError(f"{len(ids)} tokens exceed the context of {self.settings.inference_context}")
+        if not ids:
+            raise ValueError("an empty prompt has nothing to continue")
+        if adapter_dir is not None:
+            lora_gguf(self.settings, adapter_dir)  # convert (once) in the caller's thread, not the scheduler's
+        return self.scheduler.open(list(ids), self._adapter_key(adapter_dir), reuse)
 
-    def _row(self, i: int) -> np.ndarray:
-        ptr = self.llm._ctx.get_logits_ith(i)
-        return np.ctypeslib.as_array(ptr, shape=(self.vocab_size,)).copy()
+    def _trim(self, slot: Slot, keep: int) -> int:
+        """Drop the slot's KV after `keep` tokens; 0 when the kept prefix cannot be used.
 
-    def _reset(self) -> None:
-        self.llm._ctx.kv_cache_clear()
-        self._n_past = 0
+        The sliding-window layers only hold the last n_swa positions (and a bit more): a prefix is only
+        reusable when the window before its end is still there, the rule of llama.cpp's server.
+        """
+        lib, seq = self._lib, slot.index
+        if keep > 0 and lib.llama_memory_seq_rm(self._mem, seq, keep, -1):
+            pos_min = lib.llama_memory_seq_pos_min(self._mem, seq)
+            if self.n_swa <= 0 or pos_min <= max(0, keep - self.n_swa):
+                return keep
+        lib.llama_memory_seq_rm(self._mem, seq, -1, -1)
+        return 0
+
+    def _run_batch(self, adapter: str | None, batch: list[tuple[Work, int, int]]) -> list[np.ndarray]:
+        """One llama_decode over every entry's tokens (positions continue each sequence's cache)."""
+        self._pick_threads()
+        self._activate(adapter)
+        b = self._batch.batch
+        n = 0
+        wanted: list[list[int]] = []
+        for work, start, count in batch:
+            last = start + count == len(work.tokens)
+            rows = []
+            for i in range(count):
+                b.token[n] = work.tokens[start + i]
+                b.pos[n] = work.seq.n_past + i
+                b.seq_id[n][0] = work.seq.slot.index
+                b.n_seq_id[n] = 1
+                b.logits[n] = work.all_logits or (last and i == count - 1)
+                if b.logits[n]:
+                    rows.append(n)
+                n += 1
+            wanted.append(rows)
+        b.n_tokens = n
+        rc = self._lib.llama_decode(self._ctx.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc} (a full KV cache is 1)")
+        out = []
+        for rows in wanted:
+            got = np.empty((len(rows), self.vocab_size), dtype=np.float32)
+            for j, i in enumerate(rows):
+                got[j] = np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx.ctx, i),
+                                               shape=(self.vocab_size,))
+            out.append(got)
+        return out
 
     def _pick_threads(self) -> None:
         """Auto threads (inference_threads = 0): every core, unless other work already oversubscribes the CPU.
@@ -212,7 +302,8 @@ class LlamaCppEngine:
         llama.cpp's threads meet at a barrier after every op; when the cores are busy with other processes
         (e.g. a training worker) the barrier waits for descheduled threads and 2 threads decoded 10x slower
         than 1 on this 2-core machine (1.6 vs 14.5 tok/s). The 1-minute load average beyond our own threads
-        tells the two situations apart.
+        tells the two situations apart. Called by the scheduler thread before each decode (reading the load
+        average costs microseconds), so the context is never reconfigured while it decodes.
         """
         if self.settings.inference_threads > 0 or self.cores < 2:
             return
@@ -220,39 +311,5 @@ class LlamaCppEngine:
         want = self.cores if others < 0.5 else max(1, self.cores // 2)
         if want != self.threads:
             log.info("llama.cpp threads %d -> %d (load average %.1f)", self.threads, want, os.getloadavg()[0])
-            self._lib.llama_set_n_threads(self.llm._ctx.ctx, want, want)
+            self._lib.llama_set_n_threads(self._ctx.ctx, want, want)
             self.threads = want
-
-    def prefill(self, ids: list[int], adapter_dir: Path | None) -> np.ndarray:
-        if len(ids) > self.settings.inference_context:
-            raise ValueError(f"{len(ids)} tokens exceed the context of {self.settings.inference_context}")
-        self._pick_threads()
-        self._activate(adapter_dir)
-        self._reset()
-        for start in range(0, len(ids), self.llm.n_batch):
-            chunk = ids[start : start + self.llm.n_batch]
-            self._decode(chunk)
-        return self._row(-1)
-
-    def step(self, token: int) -> np.ndarray:
-        self._decode([token])
-        return self._row(-1)
-
-    def end(self) -> None:
-        self._reset()
-
-    def score_rows(self, ids: list[int], adapter_dir: Path | None):
-        """Yield (position, log-softmax row) predicting ids[position] for position = 1..len(ids)-1."""
-        from tunehouse.inference.sampling import log_softmax
-
-        self._pick_threads()
-        self._activate(adapter_dir)
-        self._reset()
-        try:
-            for start in range(0, len(ids) - 1, _SCORE_CHUNK):
-                chunk = ids[start : min(start + _SCORE_CHUNK, len(ids) - 1)]
-                self._decode(chunk, all_logits=True)
-                for i in range(len(chunk)):
-                    yield start + i + 1, log_softmax(self._row(i))
-        finally:
-            self._reset()

@@ -1,13 +1,17 @@
 """The decoding loop every engine shares: prefill, sample, detokenize incrementally, stop.
 
-An engine only turns token ids into next-token logits (`prefill`, `step`, `end`); this loop owns sampling,
-stop tokens, stop strings (never emitted, even when split across tokens) and the finish reason, so the fast
-and reference engines behave identically apart from their arithmetic.
+An engine only turns token ids into next-token logits: `engine.open(prompt, adapter)` gives a sequence with
+`prefill()`, `step(token)` and `close()` (batching.Sequence; concurrent sequences share the engine's decode
+batches). This loop owns sampling, stop tokens, stop strings (never emitted, even when split across tokens) and
+the finish reason, so the fast and reference engines behave identically apart from their arithmetic.
+`run_concurrently` runs several such loops (a request's n choices or prompts) at once so they batch together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,11 +65,12 @@ def generate(engine, prompt_ids: list[int], adapter_dir: Path | None, params: Sa
     out_ids: list[int] = []
     shown = 0  # characters of the decoded completion already yielded
     prev_text = ""
+    if params.max_tokens <= 0:
+        yield Piece("", finish_reason="length")
+        return
+    seq = engine.open(prompt_ids, adapter_dir)
     try:
-        if params.max_tokens <= 0:
-            yield Piece("", finish_reason="length")
-            return
-        logits = engine.prefill(prompt_ids, adapter_dir)
+        logits = seq.prefill()
         while True:
             choice = sampler.choose(logits)
             if choice.token in stop_ids:
@@ -89,11 +94,67 @@ def generate(engine, prompt_ids: list[int], adapter_dir: Path | None, params: Sa
             safe = max(safe, shown)
             yield Piece(text[shown:safe], [choice], [token_text])
             shown = safe
-            logits = engine.step(choice.token)
+            logits = seq.step(choice.token)
     finally:
-        engine.end()
+        seq.close()  # frees the slot at once, also when the consumer stops early (a client that went away)
 
 
 def _find_stop(text: str, stops: list[str], start: int) -> int | None:
     hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
     return min(hits) if hits else None
+
+
+_DONE = object()
+
+
+def run_concurrently(streams: list[Callable[[], Iterable]]) -> Iterator[tuple[int, object]]:
+    """Run each stream (a function returning an iterator, e.g. one choice's `generate`) in its own thread and
+    yield (stream index, item) as items arrive, so the streams decode in the same batches. Items of one stream
+    keep their order. Closing this iterator (or an error in any stream) stops the others at their next item
+    and closes their generators, which frees their slots."""
+    if len(streams) == 1:  # no thread needed
+        it = iter(streams[0]())
+        try:
+            for item in it:
+                yield 0, item
+        finally:
+            if hasattr(it, "close"):
+                it.close()
+        return
+    out: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def worker(i: int, make: Callable[[], Iterable]) -> None:
+        try:
+            it = make()
+            try:
+                for item in it:
+                    if stop.is_set():
+                        break
+                    out.put((i, item))
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+            out.put((i, _DONE))
+        except BaseException as e:  # re-raised in the consumer's thread
+            out.put((i, e))
+
+    threads = [threading.Thread(target=worker, args=(i, s), daemon=True, name=f"choice-{i}")
+               for i, s in enumerate(streams)]
+    for t in threads:
+        t.start()
+    try:
+        running = len(streams)
+        while running:
+            i, item = out.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()

@@ -107,3 +107,12 @@ class Sampler:
         # Inverse-CDF: one uniform per token, so a seed fixes the whole sample.
         u = self.rng.random()
         return min(int(np.searchsorted(np.cumsum(probs), u, side="right")), probs.shape[0] - 1)
+
+
+def choice_rng(seed: int | None, index: int) -> np.random.Generator:
+    """The random stream of a request's choice `index`: choice 0 draws from the seed itself (so n=1 and the first
+    of n choices agree), the others from streams derived from (seed, index). A request's choices decode
+    concurrently, so each needs a stream of its own to stay reproducible."""
+    if seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng(seed if index == 0 else [seed, index])

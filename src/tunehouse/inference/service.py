@@ -7,9 +7,10 @@ Engine choice is explicit and logged (Settings.engine / TUNEHOUSE_ENGINE = auto 
 - auto: llamacpp when llama-cpp-python is installed, there is no CUDA GPU and the base converts; otherwise hf,
   and an adapter llama.cpp cannot represent exactly is served by hf; each such decision is logged with its reason.
 
-Requests are admitted up to Settings.max_queued_requests (running + waiting; more raise QueueFull -> 429) and
-run one at a time under a single lock: on a 2-core CPU one sequence already uses every core, and one lock means
-an engine's KV cache and active adapter can never be shared by two requests.
+Requests are admitted up to Settings.max_queued_requests (running + waiting; more raise QueueFull -> 429). Each
+engine owns its decoding (batching.BatchScheduler): up to Settings.inference_slots sequences decode together
+in one batch per adapter, the others wait for a slot; a request never touches an engine's KV cache or active
+adapter itself, so no service-wide lock is needed.
 """
 
 from __future__ import annotations
@@ -90,7 +91,6 @@ class InferenceService:
         self.settings = settings
         self._engines: dict[tuple[str, str], object] = {}
         self._loading = threading.Lock()
-        self.lock = threading.Lock()  # held while any sequence decodes
         self._slots = threading.BoundedSemaphore(max(1, settings.max_queued_requests))
         self.base_loads: Counter[tuple[str, str]] = Counter()
 
