@@ -13,7 +13,8 @@ from tests import pg
 from tunehouse.config import Settings
 from tunehouse.store import db, jobs, leases
 
-TABLES = {"files", "jobs", "events", "job_metrics", "checkpoints", "models", "schema_version"}
+TABLES = {"files", "jobs", "events", "job_metrics", "checkpoints", "models", "api_keys", "web_sessions",
+          "server_secrets", "schema_version"}
 
 
 def _connect_at_once(settings: Settings, start, out) -> None:
