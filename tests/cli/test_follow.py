@@ -27,13 +27,13 @@ def _metrics(n: int, step: int, loss: float, t: int) -> dict:
     return _event(n, f"Step {step}/4: training loss={loss}", t, "metrics", data)
 
 
-def script_job(api, final: dict) -> None:
+def script_job(api, final: dict, last: list[dict] | None = None) -> None:
     """Each GET of the job advances one stage; events are served up to that stage, newest first."""
     stages = [
         (JOB | {"status": "running"}, [_event(1, "Fine-tuning job started", 100)]),
         (JOB | {"status": "running"}, [_metrics(2, 1, 2.0, 110), _metrics(3, 2, 1.5, 120)]),
         (JOB | {"status": "running"}, [_metrics(4, 3, 1.2, 130), _metrics(5, 4, 1.0, 140)]),
-        (final, [_event(6, "The job has ended", 150)]),
+        (final, last or [_event(6, "The job has ended", 150)]),
     ]
     tick = {"n": 0}
 
@@ -166,3 +166,31 @@ def test_follow_gives_the_no_server_hint_once_the_server_stays_away(cli, monkeyp
     monkeypatch.setattr(follow_module, "_poll", poll_then_stop)
     result = follow(cli, api)
     assert result.exit_code == 1 and "tunehouse serve" in result.stderr
+
+
+def _best(n: int, step: int, loss: float, t: int, message: str | None = None) -> dict:
+    return _event(n, message or f"New best validation loss {loss:.4f} at step {step}", t,
+                  data={"step": step, "best_step": step, "best_valid_loss": loss})
+
+
+def test_live_view_marks_the_best_step():
+    from rich.console import Console
+
+    from tunehouse.cli.follow import render
+
+    state = FollowState(job=JOB | {"status": "running"})
+    state.add_events([_metrics(1, 1, 2.0, 100), _best(2, 1, 1.9, 101), _metrics(3, 2, 1.0, 120),
+                      _best(4, 2, 1.7, 121), _metrics(5, 3, 0.5, 130)])
+    assert state.best == (2, 1.7)
+    out = Console(width=160, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    out.print(render(state, now=130))
+    assert "best: step 2 (valid loss 1.7000)" in out.export_text()
+
+
+def test_follow_names_the_best_step_when_the_job_succeeds(api, cli):
+    final = [_event(6, "Fine-tuned model = checkpoint of step 3 (best validation loss 1.1000)", 150,
+                    data={"best_step": 3, "best_valid_loss": 1.1, "stopped_early": True, "step": 4})]
+    script_job(api, JOB | {"status": "succeeded", "fine_tuned_model": "ft:tiny:tunehouse::abcd1234"}, final)
+    result = follow(cli, api)
+    assert result.exit_code == 0, result.stderr
+    assert "the fine-tuned model is the checkpoint of step 3: best validation loss 1.1000" in result.stdout

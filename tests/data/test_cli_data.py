@@ -116,3 +116,21 @@ def test_split_command_rejects_a_bad_fraction(fixtures_dir, tmp_path):
     result = runner.invoke(app, ["split", str(fixtures_dir / "identity_chat.jsonl"), "--valid-fraction", "1.5",
                                  "--out-dir", str(tmp_path)])
     assert result.exit_code == 2 and "between 0 and 1" in result.output
+
+
+def test_n_epochs_past_the_auto_rule_warns_overfit_risk(write_jsonl, schema):
+    path = str(write_jsonl(good_chats(50)))
+    code, out = _json([path, "--n-epochs", "5"])
+    assert code == 0 and out["warning_counts"] == {"overfit_risk": 1} and out["estimate"]["n_epochs"] == 5
+    jsonschema.validate(out, schema)
+    result = runner.invoke(app, ["validate", path, "--n-epochs", "5"])
+    assert "overfit_risk" in result.output and "epochs (--n-epochs): 5" in result.output
+
+
+def test_auto_estimate_announces_the_holdout_of_a_large_file(write_jsonl, schema):
+    path = str(write_jsonl(good_chats(400)))
+    code, out = _json([path])
+    assert code == 0 and (out["estimate"]["early_stopping"], out["estimate"]["holdout_examples"]) == (True, 20)
+    jsonschema.validate(out, schema)
+    result = runner.invoke(app, ["validate", path])
+    assert "at most 3" in result.output and "20 training examples held out" in result.output

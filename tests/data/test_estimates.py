@@ -8,6 +8,7 @@ from tunehouse.data.estimates import (
     auto_n_epochs,
     estimate_training,
     load_prices,
+    overfit_risk,
     size_guidance,
     throughput_for,
 )
@@ -70,3 +71,28 @@ def test_size_guidance(n, statuses):
     guidance = size_guidance(n)
     assert [g["goal"] for g in guidance] == ["format", "style", "domain", "complex"]
     assert [g["status"] for g in guidance] == statuses
+
+
+def test_auto_estimate_says_when_it_stops_early_and_what_it_holds_out():
+    held = estimate_training(1000, 100_000, 20_000)
+    assert (held["early_stopping"], held["holdout_examples"], held["n_epochs"]) == (True, 50, 3)
+    with_file = estimate_training(1000, 100_000, 20_000, has_validation_file=True)
+    assert (with_file["early_stopping"], with_file["holdout_examples"]) == (True, 0)
+    small = estimate_training(50, 1000, 200)
+    assert (small["early_stopping"], small["holdout_examples"], small["n_epochs"]) == (False, 0, 3)
+    explicit = estimate_training(1000, 100_000, 20_000, n_epochs=2)
+    assert (explicit["early_stopping"], explicit["holdout_examples"]) == (False, 0)
+
+
+def test_auto_epochs_follow_the_examples_left_after_the_holdout():
+    # 8400 examples: the cookbook gives 2 epochs (25000 // 8400); 100 held out leave 8300, which get 3.
+    assert auto_n_epochs(8400) == 2 and estimate_training(8400, 10, 5)["n_epochs"] == auto_n_epochs(8300) == 3
+
+
+@pytest.mark.parametrize(("n", "epochs", "warns"), [(1000, 3, False), (1000, 4, True), (30, 3, False),
+                                                    (30, 4, True), (10_000, 3, True), (10_000, 2, False)])
+def test_overfit_risk_is_more_epochs_than_the_auto_rule(n, epochs, warns):
+    message = overfit_risk(n, epochs)
+    assert (message is not None) == warns
+    if warns:
+        assert f"n_epochs={epochs}" in message and f"{auto_n_epochs(n)} epoch(s)" in message

@@ -99,3 +99,9 @@ def test_validation_file_errors_make_the_report_not_ok(write_jsonl):
     report = validate_file(train, validation_path=valid)
     assert report.errors == [] and not report.ok
     assert [(e.line, e.code) for e in report.blocking_errors()] == [(2, "mixed_formats")]
+
+
+def test_overfit_risk_when_explicit_epochs_pass_the_auto_rule(write_jsonl):
+    path = write_jsonl(good_chats(50))  # auto: 3 epochs
+    assert _warnings(path, n_epochs=4) == [(None, "overfit_risk")]
+    assert _warnings(path, n_epochs=3) == [] and _warnings(path) == []

@@ -66,3 +66,17 @@ def test_formatting_of_missing_and_rate_values():
     assert fmt("exact_match", 0.5) == "50.0%"
     assert fmt_delta("exact_match", 0.9, 0.1) == "+80.0 pts"
     assert fmt_delta("loss", None, 1.0) == ""
+
+
+def test_loss_chart_and_report_mark_the_lowest_full_validation_loss(tmp_path):
+    from tunehouse.eval.report import best_validation
+
+    curve = [{"step": 1.0, "train_loss": 2.0, "full_valid_loss": None},
+             {"step": 2.0, "train_loss": 1.0, "valid_loss": 1.3, "full_valid_loss": 1.2},
+             {"step": 3.0, "train_loss": 0.5, "full_valid_loss": 1.1},
+             {"step": 4.0, "train_loss": 0.2, "full_valid_loss": 1.4}]
+    assert best_validation(curve) == (3, 1.1)
+    assert best_validation([{"step": 1.0, "train_loss": 2.0, "valid_loss": 1.0}]) is None  # no full pass: no mark
+    paths = write_report(_result(tmp_path, curve), tmp_path / "out")
+    assert paths["loss_curve"].read_bytes().startswith(PNG)
+    assert "Lowest full validation loss: 1.1000 at step 3" in paths["md"].read_text()

@@ -202,3 +202,21 @@ def test_a_running_job_shows_its_resolved_hyperparameters_and_beta_only_for_dpo(
     (settings.jobs_dir / job["id"] / CONFIG_FILE).write_text(json.dumps(resolved), encoding="utf-8")
     StoreCallbacks(settings, conn, job, "w1", threading.Event())._publish_hyperparameters()
     assert json.loads(jobs.get_job(conn, "p", job["id"])["hyperparameters"]) == shown
+
+
+def test_an_auto_job_with_a_validation_file_ends_on_its_best_step(settings, tmp_path):
+    conn = db.connect(settings)
+    valid = (FIXTURES / "wikisql_sample.jsonl").read_text(encoding="utf-8").splitlines()[30:34]
+    job_id = _queued_job(settings, conn, tmp_path, n_epochs="auto", valid_lines=valid)
+    assert run_worker(settings.model_copy(update={"job_eval_examples": 0}), max_jobs=1) == 1
+    assert jobs.get_job(conn, "p", job_id)["status"] == "succeeded"
+    (csv_file,) = _result_files(conn, job_id)
+    header = db.blob_path(settings, csv_file["id"]).read_text(encoding="utf-8").splitlines()[0]
+    assert header == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"  # OpenAI's, exactly
+    full = [(m["step"], m["full_valid_loss"]) for m in metrics.job_metrics(conn, job_id) if m.get("full_valid_loss")]
+    best_step, best_loss = min(full, key=lambda p: p[1])
+    msgs = _messages(conn, job_id)
+    assert f"Fine-tuned model = checkpoint of step {best_step} (best validation loss {best_loss:.4f})" in msgs
+    assert any(m.startswith("n_epochs auto: at most 8 epochs") for m in msgs)
+    # Every full validation is a metrics event, so `follow` and the events list show it.
+    assert sum("full validation loss=" in m for m in msgs) == len(full)

@@ -86,11 +86,21 @@ def _duration(seconds: float) -> str:
     return f"{h}h {m:02d}m" if h else f"{m}m {sec:02d}s" if m else f"{sec}s"
 
 
-def _estimate_panel(est: dict, estimated: bool) -> Panel:
+def _estimate_panel(est: dict, estimated: bool, explicit_epochs: bool = False) -> Panel:
     tp = est["throughput"]
     approx = "~" if estimated else ""
+    if est.get("early_stopping"):
+        held = est.get("holdout_examples")
+        where = (f"on {held} training examples held out (seeded; no validation file)" if held
+                 else "on the validation file")
+        epochs = (f"epochs (auto): at most [bold]{est['n_epochs']}[/bold] (OpenAI's rule), stopping early when "
+                  f"validation loss stops improving, measured {where}; tokens and time are upper bounds")
+    elif explicit_epochs:
+        epochs = f"epochs (--n-epochs): [bold]{est['n_epochs']}[/bold]"
+    else:
+        epochs = f"epochs (auto, OpenAI's rule): [bold]{est['n_epochs']}[/bold]"
     rows = [
-        f"epochs (auto, OpenAI's rule): [bold]{est['n_epochs']}[/bold]",
+        epochs,
         f"tokens per epoch: {approx}{est['tokens_per_epoch']:,}   total: {approx}{est['total_tokens']:,}   "
         f"trained (assistant) tokens: {approx}{est['supervised_tokens']:,}",
         f"training time here: [bold]~{_duration(est['training_seconds'])}[/bold] at {tp['tokens_per_second']:g} "
@@ -128,6 +138,9 @@ def validate(
     model: str | None = typer.Option(None, "--model", help="Count tokens with this base model's real tokenizer."),
     context_length: int = typer.Option(DEFAULT_CONTEXT_LENGTH, "--context-length", min=1,
                                        help="Training max length; longer examples are truncated."),
+    n_epochs: int | None = typer.Option(None, "--n-epochs", min=1,
+                                        help="The job's explicit epochs (default: auto); warns when likely to "
+                                             "overfit."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object (schema in docs/validate.md)."),
 ) -> None:
     """Check a fine-tuning file: every problem, stats, and estimates of epochs, time and cost."""
@@ -143,7 +156,8 @@ def validate(
     try:
         # The base model only picks the throughput figure for the time estimate (aliases resolved first).
         report = validate_file(file, validation_path=validation_file, count_tokens=count,
-                               context_length=context_length, model=settings.model_aliases.get(base, base))
+                               context_length=context_length, model=settings.model_aliases.get(base, base),
+                               n_epochs=n_epochs)
     except JsonlFileError as exc:
         raise _usage_error(str(exc)) from exc
     if as_json:
@@ -153,7 +167,7 @@ def validate(
         if report.validation is not None:
             _print_report(report.validation, "Validation file")
         if report.estimate and report.stats["valid_examples"]:
-            console.print(_estimate_panel(report.estimate, report.tokens_are_estimates))
+            console.print(_estimate_panel(report.estimate, report.tokens_are_estimates, n_epochs is not None))
         console.print("[green]OK: the data is trainable.[/green]" if report.ok
                       else "[red]Not trainable: fix the errors above.[/red]")
     raise typer.Exit(0 if report.ok else 1)

@@ -64,12 +64,16 @@ class FollowState:
     rewards_accuracy: float | None = None  # DPO: share of pairs whose implicit reward prefers the preferred output
     rate: tuple[int, int] | None = None  # (created_at, step) of the first metrics event, for the ETA
     last_metric_at: int | None = None
+    # (step, full validation loss) of the best checkpoint so far: validation-driven auto's events carry it.
+    best: tuple[int, float] | None = None
 
     def add_events(self, new: list[dict]) -> None:
         for event in new:
             self.seen.add(event["id"])
             self.events.append(event)
             data = event.get("data") or {}
+            if isinstance(data.get("best_step"), int) and data.get("best_valid_loss") is not None:
+                self.best = (data["best_step"], float(data["best_valid_loss"]))
             if event.get("type") == "metrics" and isinstance(data.get("step"), int):
                 self.step = max(self.step, data["step"])
                 self.total_steps = data.get("total_steps") or self.total_steps
@@ -148,6 +152,8 @@ def render(state: FollowState, now: float) -> Group:
             loss.append(f"   token acc {state.accuracy:.3f}")
         if state.rewards_accuracy is not None:
             loss.append(f"   rewards acc {state.rewards_accuracy:.3f}")
+        if state.best is not None:
+            loss.append(f"   best: step {state.best[0]} (valid loss {state.best[1]:.4f})", style="green")
         parts.append(loss)
     events = Table.grid(padding=(0, 1))
     for event in state.events[-8:]:
@@ -232,6 +238,9 @@ def _finish(conn: Conn, state: FollowState) -> int:
         tokens = job.get("trained_tokens")
         extra = f" ({tokens} trained tokens)" if tokens else ""
         console.print(f"[green]Job {job['id']} succeeded[/]: {escape(str(job.get('fine_tuned_model')))}{extra}")
+        if state.best is not None:
+            console.print(f"  the fine-tuned model is the checkpoint of step {state.best[0]}: best validation "
+                          f"loss {state.best[1]:.4f}")
         return 0
     if status == S.FAILED:
         error = job.get("error") or {}

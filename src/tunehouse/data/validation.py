@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunehouse.data.estimates import estimate_training
+from tunehouse.data.estimates import estimate_training, overfit_risk
 from tunehouse.data.formats import check_example, detect_format
 from tunehouse.data.jsonl import read_jsonl
 from tunehouse.data.quality import scan_example
@@ -339,14 +339,21 @@ def validate_file(path: str | Path, *, validation_path: str | Path | None = None
 
     count_tokens: batched counter (texts -> counts), e.g. tokens.counter_from_tokenizer(tok); None estimates.
     context_length: examples longer than this get a `too_long` warning and count as truncated in estimates.
-    model/device: which throughput figure estimates the training time. Raises jsonl.JsonlFileError (an
+    model/device: which throughput figure estimates the training time. n_epochs: an explicit epoch count
+    (None = auto); past the auto rule it gets an `overfit_risk` warning. Raises jsonl.JsonlFileError (an
     OSError) only when a file cannot be opened.
     """
     counted = count_tokens is not None
     count = count_tokens or estimate_tokens
     report, scan = _scan_file(Path(path), count, counted, context_length, None, None, False)
     report.estimate = estimate_training(scan.valid, scan.tokens_per_epoch, scan.supervised_per_epoch,
-                                        model=model, device=device, n_epochs=n_epochs)
+                                        model=model, device=device, n_epochs=n_epochs,
+                                        has_validation_file=validation_path is not None,
+                                        method="dpo" if report.format == "preference" else "supervised")
+    risk = overfit_risk(scan.valid, n_epochs) if n_epochs is not None else None
+    if risk:
+        report.warnings.append(Issue(None, "overfit_risk", "warning", risk))
+        report.warning_counts["overfit_risk"] = 1
     if validation_path is not None:
         report.validation, _ = _scan_file(Path(validation_path), count, counted, context_length,
                                           scan.format, scan.seen, True)

@@ -180,6 +180,11 @@ def render_markdown(result: EvalResult, charts: dict[str, Path]) -> str:
     lines += [f"Note: {note}" for note in result.notes()] + ([""] if result.notes() else [])
     for name, path in charts.items():
         lines += [f"![{name}]({path.name})", ""]
+    best = best_validation(result.loss_curve or [])
+    if best:
+        lines += [f"Lowest full validation loss: {best[1]:.4f} at step {best[0]} (with `n_epochs: auto` and "
+                  "validation data, the fine-tuned model is that step's checkpoint; after it, the model began to "
+                  "overfit).", ""]
     lines += _markdown_failures(result) + [_PAIR_RULES if result.is_preference else _ANSWER_RULES, ""]
     return "\n".join(lines)
 
@@ -274,6 +279,16 @@ def write_charts(result: EvalResult, out: Path) -> dict[str, Path]:
     return charts
 
 
+def best_validation(rows: list[dict]) -> tuple[int, float] | None:
+    """(step, loss) of the lowest full validation loss in the results rows (the first on a tie), or None.
+
+    That is the step validation-driven `auto` keeps as the fine-tuned model (training/engine.py); with explicit
+    epochs it shows where overfitting began."""
+    pts = [(int(r["step"]), r["full_valid_loss"]) for r in rows
+           if r.get("step") is not None and r.get("full_valid_loss") is not None]
+    return min(pts, key=lambda p: p[1]) if pts else None
+
+
 def write_loss_curve(rows: list[dict], path: Path, title: str) -> Path | None:
     import matplotlib
 
@@ -281,7 +296,7 @@ def write_loss_curve(rows: list[dict], path: Path, title: str) -> Path | None:
     import matplotlib.pyplot as plt
 
     series = {}
-    for key in ("train_loss", "valid_loss"):
+    for key in ("train_loss", "valid_loss", "full_valid_loss"):
         pts = [(r["step"], r[key]) for r in rows if r.get("step") is not None and r.get(key) is not None]
         if pts:
             series[key] = pts
@@ -290,7 +305,12 @@ def write_loss_curve(rows: list[dict], path: Path, title: str) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for key, pts in series.items():
         ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key.replace("_", " "),
-                marker="o" if key == "valid_loss" else None, markersize=3)
+                marker="o" if key != "train_loss" else None, markersize=3)
+    best = best_validation(rows)
+    if best:  # the step validation-driven auto keeps; where explicit epochs began to overfit
+        ax.axvline(best[0], color="#2ca02c", linestyle="--", linewidth=1)
+        ax.plot([best[0]], [best[1]], marker="*", markersize=12, color="#2ca02c", linestyle="none",
+                label=f"best: step {best[0]} ({best[1]:.3f})")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(f"Training of {title}")

@@ -2,6 +2,8 @@
 
     output_dir/adapter/                  final adapter (PEFT format) + training_config.json
     output_dir/checkpoints/step-N/       epoch-end checkpoints (the last keep_checkpoints are kept)
+    output_dir/best/                     validation-driven auto: the adapter with the best validation loss so
+                                         far (+ training_config.json with checkpoint_step, best_valid_loss)
     output_dir/resume.pt                 LoRA weights, optimizer, RNG, data position, metrics so far
 
 Every write goes to a temporary name first and is renamed into place, so a SIGKILL at any moment leaves
@@ -22,6 +24,7 @@ RESUME_FILE = "resume.pt"
 CONFIG_FILE = "training_config.json"
 # DPO: the starting model's log-probs of every pair, computed once (engine._load_reference).
 REFERENCE_FILE = "reference_logps.json"
+BEST_DIR = "best"
 _RESUME_VERSION = 1
 
 
@@ -73,6 +76,22 @@ def save_adapter(model, target: Path, resolved_config: dict) -> Path:
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         (tmp / CONFIG_FILE).write_text(json.dumps(resolved_config, indent=2, default=str), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.rename(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def copy_adapter(source: Path, target: Path) -> Path:
+    """Copy an adapter directory into place the same atomic way as save_adapter (temp dir, then rename)."""
+    if not (source / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{source} holds no adapter to copy")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
         os.rename(tmp, target)

@@ -38,7 +38,7 @@ class TrainingConfig:
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
     max_length: int = 1024
     keep_checkpoints: int = 3
-    eval_every: int | None = None  # validation every N steps; None = auto
+    eval_every: int | None = None  # partial validation (a batch-sized slice) every N steps; None = auto
     init_adapter: Path | None = None  # continue training from an existing fine-tuned model's adapter
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Resumable state is saved at least this often (and at each epoch end, and on pause) for SIGKILL recovery.
@@ -60,6 +60,11 @@ class TrainingResult:
     trained_tokens: int
     hyperparameters: dict  # resolved: n_epochs, batch_size, learning_rate_multiplier (+ beta for DPO), never "auto"
     metrics: list[dict] = field(default_factory=list)  # one row per step, for the results CSV
+    # Validation-driven auto (n_epochs "auto" with validation data): the step whose adapter is the result, its
+    # full validation loss, and whether training stopped before the epoch cap. None/False otherwise.
+    best_step: int | None = None
+    best_valid_loss: float | None = None
+    stopped_early: bool = False
 
 
 class TrainingCallbacks(Protocol):

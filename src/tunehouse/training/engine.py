@@ -1,7 +1,14 @@
 """The LoRA training loop, SFT and DPO alike: train(config, callbacks) -> TrainingResult.
 
 Steps: `_prepare` (load, encode, resolve "auto", wrap LoRA) -> `_restore` (resumable state or a fresh start)
--> `_run_epoch` / `_step` per epoch -> `_end_epoch` (full validation, checkpoint) -> the final adapter.
+-> `_run_epoch` / `_step` per epoch (full validation at each epoch end) -> `_end_epoch` (checkpoint) -> the
+final adapter.
+
+Validation-driven `auto` (SFT with `n_epochs: auto` and validation data: the job's file, or a held-out slice of
+the training file, tunehouse.data.holdout): the auto epochs are an upper bound; a full validation pass runs every
+`eval_interval` steps too, the best adapter so far is kept in output_dir/best/, training stops after
+hparams.PATIENCE evaluations without improvement, and the final adapter is the best one. The best loss, its step
+and the patience counter are part of Progress, so a resumed run stops where the uninterrupted one would.
 
 One optimizer step = one batch of `batch_size` examples, split into padded micro-batches within a token budget
 (gradient accumulation), loss = the objective's mean over the batch (objectives.py: cross-entropy per trained
@@ -20,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, fields
@@ -29,13 +37,16 @@ from typing import Any
 import torch
 
 from tunehouse.base_models import load_model_dir, pick_device
+from tunehouse.data import holdout
 from tunehouse.training import distributed, hparams
 from tunehouse.training.batches import encode_file, epoch_batches, micro_batches
 from tunehouse.training.checkpoints import (
+    BEST_DIR,
     CONFIG_FILE,
     REFERENCE_FILE,
     checkpoint_dir,
     clear_resume,
+    copy_adapter,
     load_resume,
     prune_checkpoints,
     save_adapter,
@@ -88,6 +99,12 @@ class Progress:
     valid_cursor: int = 0  # where the next partial validation starts in the validation set
     last_valid: dict = field(default_factory=dict)
     hyperparameters: dict = field(default_factory=dict)
+    # Validation-driven auto: the best full validation loss so far, its step, evaluations since the last
+    # improvement of at least hparams.MIN_RELATIVE_IMPROVEMENT, and whether training stopped early.
+    best_valid_loss: float | None = None
+    best_step: int = 0
+    evals_without_improvement: int = 0
+    stopped_early: bool = False
 
 
 @dataclass
@@ -112,6 +129,8 @@ class Run:
     eval_every: int
     peak_lr: float
     resolved: dict
+    eval_interval: int = 0  # validation-driven auto: steps between full validations; 0 = off
+    held_out: int = 0  # training examples held out as the validation set (no validation file)
 
     @property
     def out_dir(self) -> Path:
@@ -125,18 +144,56 @@ def train(config: TrainingConfig, callbacks: TrainingCallbacks) -> TrainingResul
     run = _prepare(config, callbacks)
     progress = _restore(run)
     for epoch in range(progress.epoch, run.hp["n_epochs"]):
+        if progress.stopped_early:
+            break
         stopped = _run_epoch(run, progress, epoch)
         if stopped:
             return TrainingResult(stopped, None, progress.trained_tokens, run.hp, progress.metrics)
+        if progress.batch < run.steps_per_epoch:
+            break  # stopped early within the epoch: no epoch-end checkpoint
         _end_epoch(run, progress)
         progress.epoch, progress.batch = epoch + 1, 0
         _save_state(run, progress)
-    adapter = run.out_dir / "adapter"
-    if distributed.is_main():
-        save_adapter(run.model, adapter, run.resolved)
-        clear_resume(run.out_dir)
+    adapter = _final_adapter(run, progress)
     callbacks.on_event("info", "Training finished", {"trained_tokens": progress.trained_tokens})
-    return TrainingResult("succeeded", adapter, progress.trained_tokens, run.hp, progress.metrics)
+    best = run.eval_interval and progress.best_step
+    return TrainingResult("succeeded", adapter, progress.trained_tokens, run.hp, progress.metrics,
+                          best_step=progress.best_step if best else None,
+                          best_valid_loss=progress.best_valid_loss if best else None,
+                          stopped_early=progress.stopped_early)
+
+
+def _final_adapter(run: Run, progress: Progress) -> Path:
+    """output_dir/adapter: the best checkpoint (validation-driven auto), else the weights as trained."""
+    adapter = run.out_dir / "adapter"
+    best = run.eval_interval and progress.best_step
+    if distributed.is_main():
+        if best:
+            _check_best(run.out_dir / BEST_DIR, progress.best_step)
+            # A copy, not a rename: a SIGKILL before clear_resume resumes into this same step, which needs best/.
+            copy_adapter(run.out_dir / BEST_DIR, adapter)
+        else:
+            save_adapter(run.model, adapter, run.resolved)
+        clear_resume(run.out_dir)
+        shutil.rmtree(run.out_dir / BEST_DIR, ignore_errors=True)
+    if best:
+        run.callbacks.on_event(
+            "info", f"Fine-tuned model = checkpoint of step {progress.best_step} (best validation loss "
+            f"{progress.best_valid_loss:.4f})",
+            {"best_step": progress.best_step, "best_valid_loss": progress.best_valid_loss,
+             "stopped_early": progress.stopped_early, "step": progress.step})
+    return adapter
+
+
+def _check_best(best_dir: Path, step: int) -> None:
+    """best/ must hold the step Progress names. A resumed run re-saves every best it passes again, so they only
+    differ if the resumed run diverged from the interrupted one; then the job fails rather than ship another step."""
+    try:
+        saved = json.loads((best_dir / CONFIG_FILE).read_text(encoding="utf-8")).get("checkpoint_step")
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"the best checkpoint (step {step}) is not readable in {best_dir}: {e}") from e
+    if saved != step:
+        raise RuntimeError(f"{best_dir} holds step {saved}, but the best validation loss was at step {step}")
 
 
 def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
@@ -158,6 +215,11 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
 
     train_set = read(Path(config.training_file))
     valid_set = read(Path(config.validation_file)) if config.validation_file else []
+    plan = holdout.validation_plan(len(train_set), config.n_epochs == "auto", bool(valid_set), config.method)
+    if plan["holdout_examples"]:
+        picked = set(holdout.holdout_indices(len(train_set), config.seed))
+        valid_set = [e for i, e in enumerate(train_set) if i in picked]
+        train_set = [e for i, e in enumerate(train_set) if i not in picked]
     hp = hparams.resolve_hyperparameters(len(train_set), config.n_epochs, config.batch_size,
                                          config.learning_rate_multiplier, config.method, config.beta)
     steps_per_epoch = math.ceil(len(train_set) / hp["batch_size"])
@@ -168,17 +230,22 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
     peak_lr = hparams.BASE_LEARNING_RATE * hp["learning_rate_multiplier"]
     optimizer = torch.optim.AdamW(params, lr=peak_lr, weight_decay=hparams.WEIGHT_DECAY)
     resolved = _resolved(config, hp, total_steps, model.peft_config["default"], family)
-    if distributed.is_main():
-        (out_dir / CONFIG_FILE).write_text(json.dumps(resolved, indent=2), encoding="utf-8")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     lengths, valid_lengths = [e.n_tokens for e in train_set], [e.n_tokens for e in valid_set]
     objective: Objective = SupervisedObjective(pad_id)
     if config.method == "dpo":
         objective = DPOObjective(pad_id, hp["beta"])
         _load_reference(model, config, train_set, lengths, valid_set, valid_lengths, pad_id, device)
+    interval = hparams.eval_interval(steps_per_epoch, len(train_set), len(valid_set)) \
+        if plan["early_stopping"] else 0
+    resolved.update(eval_interval=interval, patience=hparams.PATIENCE if interval else None,
+                    validation_holdout=plan["holdout_examples"])
+    if distributed.is_main():
+        (out_dir / CONFIG_FILE).write_text(json.dumps(resolved, indent=2), encoding="utf-8")
     return Run(config, callbacks, model, optimizer, params, device, pad_id, train_set, valid_set, objective,
                lengths, valid_lengths, hp, total_steps, steps_per_epoch,
-               config.eval_every or max(1, total_steps // 20), peak_lr, resolved)
+               config.eval_every or max(1, total_steps // 20), peak_lr, resolved, interval,
+               plan["holdout_examples"])
 
 
 def _load_reference(model, config: TrainingConfig, train_set, lengths, valid_set, valid_lengths, pad_id,
@@ -218,6 +285,7 @@ def _restore(run: Run) -> Progress:
         run.callbacks.on_event(
             "info", f"Training {what}: {run.hp['n_epochs']} epochs x {run.steps_per_epoch} "
             f"steps, batch size {bs}, learning rate {run.peak_lr:.2e}", dict(run.hp, total_steps=run.total_steps))
+        _announce_validation(run)
         return Progress(hyperparameters=run.hp)
     if saved.get("hyperparameters") != run.hp:
         raise ValueError(f"Resumable state in {run.out_dir} was made with other hyperparameters "
@@ -225,6 +293,26 @@ def _restore(run: Run) -> Progress:
     progress = Progress(**{f.name: saved[f.name] for f in fields(Progress) if f.name in saved})
     run.callbacks.on_event("info", f"Resuming from step {progress.step}/{run.total_steps}", {"step": progress.step})
     return progress
+
+
+def _announce_validation(run: Run) -> None:
+    """The events that say a fresh run is validation-driven, and on which examples."""
+    if not run.eval_interval:
+        return
+    if distributed.is_main():
+        shutil.rmtree(run.out_dir / BEST_DIR, ignore_errors=True)  # a stale best/ of an abandoned attempt
+    n_valid = len(run.valid_set)
+    if run.held_out:
+        run.callbacks.on_event(
+            "info", f"No validation file: holding out {n_valid} of {n_valid + len(run.train_set)} training "
+            f"examples (chosen by seed {run.config.seed}) to measure validation loss", {"held_out": n_valid})
+    run.callbacks.on_event(
+        "info", f"n_epochs auto: at most {run.hp['n_epochs']} epochs; validation loss on {n_valid} examples every "
+        f"{run.eval_interval} steps and at each epoch end, stopping early after {hparams.PATIENCE} evaluations "
+        f"without a {hparams.MIN_RELATIVE_IMPROVEMENT:.0%} improvement; the fine-tuned model is the checkpoint "
+        "with the best validation loss",
+        {"eval_interval": run.eval_interval, "patience": hparams.PATIENCE, "max_epochs": run.hp["n_epochs"],
+         "min_relative_improvement": hparams.MIN_RELATIVE_IMPROVEMENT, "validation_examples": n_valid})
 
 
 def _save_state(run: Run, progress: Progress) -> None:
@@ -246,6 +334,8 @@ def _run_epoch(run: Run, progress: Progress, epoch: int) -> str | None:
             run.callbacks.on_event("info", f"Paused at step {progress.step}/{run.total_steps}", {})
             return "paused"
         _step(run, progress, batches[progress.batch], epoch)
+        if progress.stopped_early:
+            return None
         # The epoch end saves anyway; in between, save often enough that a SIGKILL loses little.
         if progress.batch < len(batches) and time.monotonic() - last_save >= run.config.save_every_seconds:
             _save_state(run, progress)
@@ -254,7 +344,8 @@ def _run_epoch(run: Run, progress: Progress, epoch: int) -> str | None:
 
 
 def _step(run: Run, progress: Progress, batch: list[int], epoch: int) -> None:
-    """One optimizer step on `batch`, then (every eval_every steps) validation on a rotating slice."""
+    """One optimizer step on `batch`, then (every eval_every steps) validation on a rotating slice, and a full
+    validation at the epoch end (and every eval_interval steps when validation-driven)."""
     lr = hparams.lr_at(progress.step, run.total_steps, run.peak_lr)
     row = _train_step(run, batch, lr)
     progress.step += 1
@@ -269,8 +360,52 @@ def _step(run: Run, progress: Progress, batch: list[int], epoch: int) -> None:
         valid = evaluate(run.objective, run.model, run.valid_set, pick, run.valid_lengths, run.device)
         progress.last_valid = {f"valid_{k}": v for k, v in valid.items()}
         row.update(progress.last_valid)
+    full = _full_validation(run) if _full_validation_due(run, progress) else {}
+    row.update(full)
     progress.metrics.append(row)
     run.callbacks.on_metrics(row)
+    if full and run.eval_interval:
+        _track_best(run, progress, full["full_valid_loss"])
+
+
+def _full_validation_due(run: Run, progress: Progress) -> bool:
+    if not run.valid_set:
+        return False
+    if progress.batch == run.steps_per_epoch:
+        return True
+    return bool(run.eval_interval) and progress.batch % run.eval_interval == 0
+
+
+def _full_validation(run: Run) -> dict:
+    every = list(range(len(run.valid_set)))
+    full = evaluate(run.objective, run.model, run.valid_set, every, run.valid_lengths, run.device)
+    return {f"full_valid_{k}": v for k, v in full.items()}
+
+
+def _track_best(run: Run, progress: Progress, loss: float) -> None:
+    """Keep the best adapter, count evaluations without improvement, and decide whether to stop early."""
+    # The main rank's value on every rank: the stop decision must be the same everywhere, even where devices
+    # round differently.
+    loss = distributed.broadcast_from_main(loss)
+    step = progress.step
+    significant = hparams.improved(loss, progress.best_valid_loss)
+    progress.evals_without_improvement = 0 if significant else progress.evals_without_improvement + 1
+    if progress.best_valid_loss is None or loss < progress.best_valid_loss:
+        progress.best_valid_loss, progress.best_step = loss, step
+        if distributed.is_main():
+            save_adapter(run.model, run.out_dir / BEST_DIR, dict(run.resolved, checkpoint_step=step,
+                                                                 best_valid_loss=loss))
+        if significant:  # improvements under the threshold update best/ quietly: fewer events
+            run.callbacks.on_event("info", f"New best validation loss {loss:.4f} at step {step}",
+                                   {"step": step, "best_step": step, "best_valid_loss": loss})
+    if progress.evals_without_improvement >= hparams.PATIENCE:
+        progress.stopped_early = True
+        run.callbacks.on_event(
+            "info", f"Stopping early at step {step}: validation loss has not improved for "
+            f"{progress.evals_without_improvement} evaluations (best {progress.best_valid_loss:.4f} at step "
+            f"{progress.best_step})",
+            {"step": step, "best_step": progress.best_step, "best_valid_loss": progress.best_valid_loss,
+             "evaluations_without_improvement": progress.evals_without_improvement})
 
 
 def _train_step(run: Run, batch: list[int], lr: float) -> dict:
@@ -295,7 +430,8 @@ def _train_step(run: Run, batch: list[int], lr: float) -> dict:
 
 
 def _end_epoch(run: Run, progress: Progress) -> None:
-    """Full validation, an epoch-end checkpoint (PEFT adapter), and pruning to the last keep_checkpoints."""
+    """An epoch-end checkpoint (PEFT adapter) with the epoch's last metrics (its full validation included, done
+    by _step), and pruning to the last keep_checkpoints."""
     step = progress.step
     last = progress.metrics[-1] if progress.metrics else {}
     metrics = {"step": step}
@@ -303,13 +439,7 @@ def _end_epoch(run: Run, progress: Progress) -> None:
         if f"train_{name}" in last:
             metrics[f"train_{name}"] = last[f"train_{name}"]
     metrics.update(progress.last_valid)
-    if run.valid_set:
-        every = list(range(len(run.valid_set)))
-        full = evaluate(run.objective, run.model, run.valid_set, every, run.valid_lengths, run.device)
-        full = {f"full_valid_{k}": v for k, v in full.items()}
-        metrics.update(full)
-        if progress.metrics:
-            progress.metrics[-1].update(full)
+    metrics.update({k: v for k, v in last.items() if k.startswith("full_valid_")})
     if not distributed.is_main():
         return
     path = save_adapter(run.model, checkpoint_dir(run.out_dir, step), dict(run.resolved, checkpoint_step=step))

@@ -10,6 +10,10 @@
 - learning rate: BASE_LEARNING_RATE (2e-4, the calibration's measured value) x multiplier; auto multiplier 1.
   benchmarks/train_hparams.py sweeps (batch, lr) against held-out loss and exact match; see docs/training.md
   for what has been measured so far.
+- validation-driven `auto` (docs/training.md): with `n_epochs: auto` and validation data (the job's file, or a
+  held-out slice, tunehouse.data.holdout) the auto epochs are an upper bound: a full validation pass every
+  eval_interval steps (EVALS_PER_EPOCH times per epoch at most, and at each epoch end), the best adapter kept,
+  and a stop after PATIENCE evaluations without a MIN_RELATIVE_IMPROVEMENT gain.
 """
 
 from __future__ import annotations
@@ -25,6 +29,12 @@ WEIGHT_DECAY = 0.0
 # DPO `auto`: beta and the learning-rate multiplier chosen by benchmarks/dpo_sweep.py (docs/training.md).
 DPO_BETA = 0.1
 DPO_LEARNING_RATE_MULTIPLIER = 0.25
+# Validation-driven `auto`: at most 4 full validations per epoch, each costing at most 1/3 of the epoch's
+# training examples in forward passes (a training example costs ~3 forward passes: ~10% overhead at most).
+EVALS_PER_EPOCH = 4
+VALID_COST_RATIO = 3
+PATIENCE = 3  # evaluations without improvement before stopping (3/4 epoch at 4 per epoch)
+MIN_RELATIVE_IMPROVEMENT = 0.01  # an improvement under 1% of the loss does not reset the patience
 
 
 def auto_n_epochs(n_examples: int) -> int:
@@ -61,6 +71,22 @@ def resolve_hyperparameters(n_examples: int, n_epochs, batch_size, learning_rate
             raise ValueError(f"Invalid hyperparameters: beta={b} (must be in (0, 2], as OpenAI's)")
         out["beta"] = b
     return out
+
+
+def evals_per_epoch(n_train: int, n_valid: int) -> int:
+    """Full validations per epoch: EVALS_PER_EPOCH, fewer when the validation set is large next to the training
+    set (1 at least: the epoch end)."""
+    return max(1, min(EVALS_PER_EPOCH, n_train // max(1, VALID_COST_RATIO * n_valid)))
+
+
+def eval_interval(steps_per_epoch: int, n_train: int, n_valid: int) -> int:
+    """Steps between full validations within an epoch (the epoch end always validates)."""
+    return max(1, math.ceil(steps_per_epoch / evals_per_epoch(n_train, n_valid)))
+
+
+def improved(loss: float, best: float | None) -> bool:
+    """Whether `loss` is enough of an improvement on `best` to reset the early-stopping patience."""
+    return best is None or loss < best * (1 - MIN_RELATIVE_IMPROVEMENT)
 
 
 def lr_at(step: int, total_steps: int, peak: float) -> float:

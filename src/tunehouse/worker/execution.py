@@ -45,6 +45,8 @@ def metrics_message(m: dict) -> str:
         text += f", validation loss={_num(m['valid_loss'])}"
     if m.get("valid_rewards_accuracy") is not None:
         text += f", validation rewards accuracy={_num(m['valid_rewards_accuracy'])}"
+    if m.get("full_valid_loss") is not None:
+        text += f", full validation loss={_num(m['full_valid_loss'])}"
     return text
 
 
@@ -94,7 +96,8 @@ class StoreCallbacks:
 
     def on_metrics(self, metrics: dict) -> None:
         step, total = int(metrics["step"]), int(metrics["total_steps"])
-        log_it = should_log_step(step, total, metrics.get("valid_loss") is not None)
+        measured = metrics.get("valid_loss") is not None or metrics.get("full_valid_loss") is not None
+        log_it = should_log_step(step, total, measured)
         record_metrics(self.conn, self.job["id"], metrics, metrics_message(metrics) if log_it else None)
         if self.first_step is None:
             self.first_step, self.started = step, time.monotonic()
@@ -130,6 +133,8 @@ class StoreCallbacks:
 
 def write_results_csv(rows: list[dict], path: Path, method: str = "supervised") -> None:
     """OpenAI's fine-tune-results file: one row per step; empty cells where a metric was not measured."""
+    # OpenAI's columns exactly: full validation passes are in the metrics events ("full validation loss=..."),
+    # the job's events name the best step, and clients parsing the file by its documented header keep working.
     columns = DPO_RESULTS_COLUMNS if method == "dpo" else RESULTS_COLUMNS
     with open(path, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
