@@ -31,6 +31,11 @@ RESULTS_COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_
 DPO_METRICS = ("rewards_accuracy", "rewards_margin", "chosen_logps", "rejected_logps")
 DPO_RESULTS_COLUMNS = ("step", "train_loss", *(f"train_{k}" for k in DPO_METRICS), "valid_loss",
                        *(f"valid_{k}" for k in DPO_METRICS))
+# Full validation passes (epoch ends; validation-driven auto also in between), named as in OpenAI's metrics
+# events. Appended after OpenAI's documented columns and only when a job has them, so readers of the file by
+# header (csv.DictReader, pandas) see OpenAI's columns unchanged; `tunehouse eval` marks the best step from them.
+FULL_VALID_COLUMNS = ("full_valid_loss", "full_valid_mean_token_accuracy")
+DPO_FULL_VALID_COLUMNS = ("full_valid_loss", *(f"full_valid_{k}" for k in DPO_METRICS))
 
 
 def _num(x: float) -> str:
@@ -133,9 +138,9 @@ class StoreCallbacks:
 
 def write_results_csv(rows: list[dict], path: Path, method: str = "supervised") -> None:
     """OpenAI's fine-tune-results file: one row per step; empty cells where a metric was not measured."""
-    # OpenAI's columns exactly: full validation passes are in the metrics events ("full validation loss=..."),
-    # the job's events name the best step, and clients parsing the file by its documented header keep working.
     columns = DPO_RESULTS_COLUMNS if method == "dpo" else RESULTS_COLUMNS
+    if any(r.get("full_valid_loss") is not None for r in rows):
+        columns += DPO_FULL_VALID_COLUMNS if method == "dpo" else FULL_VALID_COLUMNS
     with open(path, "w", newline="", encoding="utf-8") as f:
         out = csv.writer(f)
         out.writerow(columns)
