@@ -193,16 +193,21 @@ def test_overload_gets_429_and_recovers(fast_http, fast_settings):
 
 
 def test_no_slot_leaks_after_a_thousand_requests(fast_http, fast_settings):
+    import time
+
     def burst(k: int) -> list[int]:
         codes = []
-        for i in range(125):  # 8 clients x 125 = 1,000 requests
+        for i in range(125):  # 8 clients x 125 = 1,000 answered requests
             stream = (i + k) % 3 == 0
-            r = chat(fast_http, (TINY, FT_A, FT_B)[i % 3], f"q{i}", max_tokens=1 + i % 2, stream=stream)
+            while (r := chat(fast_http, (TINY, FT_A, FT_B)[i % 3], f"q{i}", max_tokens=1 + i % 2,
+                             stream=stream)).status_code == 429:  # the queue is full: a client waits, retries
+                codes.append(429)
+                time.sleep(0.01)
             codes.append(r.status_code)
         return codes
 
     codes = [c for part in in_threads(burst, [(k,) for k in range(8)]) for c in part]
-    assert len(codes) == 1000 and set(codes) <= {200, 429} and codes.count(200) >= 900, set(codes)
+    assert codes.count(200) == 1000 and set(codes) <= {200, 429}, set(codes)
     svc = service(fast_http)
     engine = svc.engine(TINY)
     assert engine.scheduler.pool.busy == 0 and engine.scheduler.open_sequences == 0
