@@ -25,6 +25,25 @@ def test_a_bad_choice_fails_with_the_allowed_values(monkeypatch, field, value, a
     assert field in str(info.value) and allowed in str(info.value)
 
 
+@pytest.mark.parametrize(("field", "value", "expected"), [
+    ("database_url", "mysql://u@h/db", "sqlite:///PATH or postgresql://"),
+    ("train_processes", "two", "auto or a whole number"),
+    ("train_processes", "0", "auto or a whole number"),
+])
+def test_a_bad_database_url_or_process_count_fails_with_the_accepted_forms(monkeypatch, field, value, expected):
+    monkeypatch.setenv(f"TUNEHOUSE_{field.upper()}", value)
+    with pytest.raises(ValidationError) as info:
+        Settings()
+    assert field in str(info.value) and expected in str(info.value)
+
+
+def test_the_database_and_blobs_default_to_the_data_dir(tmp_path):
+    s = Settings(data_dir=tmp_path)
+    assert s.db_path == tmp_path / "tunehouse.db" and s.blobs_dir == tmp_path / "files"
+    pg = Settings(data_dir=tmp_path, database_url="postgresql://u@h/db", blob_dir=tmp_path / "share")
+    assert pg.db_path is None and pg.jobs_dir == tmp_path / "share" / "jobs"
+
+
 def test_every_field_has_a_description():
     assert [n for n, f in Settings.model_fields.items() if not f.description] == []
 

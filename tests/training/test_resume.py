@@ -59,12 +59,8 @@ def test_pause_then_resume_matches_uninterrupted(make_config):
     assert not (config.output_dir / RESUME_FILE).exists()  # finished: nothing left to resume
 
 
-def test_sigkill_then_resume_matches_uninterrupted(make_config, tmp_path):
-    reference = Recorder()
-    train(make_config("ref", n_epochs=3), reference)
-
-    config = make_config("killed", n_epochs=3, save_every_seconds=0)
-    log = tmp_path / "child.jsonl"
+def kill_training_child_at_step_4(config, log: Path) -> subprocess.Popen:
+    """Train `config` in a child process (CHILD) that hangs after step 4 with its state saved; SIGKILL it."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     child = subprocess.Popen([sys.executable, "-c", CHILD, config_to_json(config), str(log)], env=env)
     try:
@@ -76,6 +72,16 @@ def test_sigkill_then_resume_matches_uninterrupted(make_config, tmp_path):
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
+    return child
+
+
+def test_sigkill_then_resume_matches_uninterrupted(make_config, tmp_path):
+    reference = Recorder()
+    train(make_config("ref", n_epochs=3), reference)
+
+    config = make_config("killed", n_epochs=3, save_every_seconds=0)
+    log = tmp_path / "child.jsonl"
+    child = kill_training_child_at_step_4(config, log)
     assert child.returncode == -signal.SIGKILL
 
     resumed = Recorder()

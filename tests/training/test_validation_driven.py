@@ -9,12 +9,7 @@ stops early; validated on identity chats it keeps creeping down by less than 1% 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -22,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from tests.tiny import FIXTURES
-from tests.training.conftest import Recorder, config_to_json
-from tests.training.test_resume import CHILD, ROOT
+from tests.training.conftest import Recorder
+from tests.training.test_resume import kill_training_child_at_step_4
 from tunehouse.config import Settings
 from tunehouse.training import hparams
 from tunehouse.training.checkpoints import BEST_DIR, CONFIG_FILE, RESUME_FILE
@@ -137,18 +132,8 @@ def test_early_stopping_survives_a_sigkill_and_resume(make_config, tmp_path):
     valid = _valid(tmp_path)
     expected = train(make_config("ref", n_epochs="auto", validation_file=valid), Recorder())
     config = make_config("killed", n_epochs="auto", validation_file=valid, save_every_seconds=0)
-    log = tmp_path / "child.jsonl"
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-    child = subprocess.Popen([sys.executable, "-c", CHILD, config_to_json(config), str(log)], env=env)
-    try:  # the child hangs after step 4, past the first full validation (step 3), with the state saved
-        deadline = time.monotonic() + 120
-        while not log.with_suffix(".ready").exists():
-            assert child.poll() is None, "the training child exited early"
-            assert time.monotonic() < deadline, "the training child never reached step 4"
-            time.sleep(0.2)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    # the child hangs after step 4, past the first full validation (step 3), with the state saved
+    kill_training_child_at_step_4(config, tmp_path / "child.jsonl")
     assert (config.output_dir / BEST_DIR).is_dir()
     result = train(config, Recorder())
     assert (result.best_step, result.stopped_early) == (expected.best_step, True)

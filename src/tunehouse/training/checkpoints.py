@@ -71,11 +71,20 @@ def clear_resume(output_dir: Path) -> None:
 
 def save_adapter(model, target: Path, resolved_config: dict) -> Path:
     """PEFT adapter (adapter_config.json + adapter_model.safetensors) plus the resolved training config."""
+
+    def fill(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        (tmp / CONFIG_FILE).write_text(json.dumps(resolved_config, indent=2, default=str), encoding="utf-8")
+
+    return _write_dir_atomically(target, fill)
+
+
+def _write_dir_atomically(target: Path, fill) -> Path:
+    """`fill` a temp dir beside `target`, then rename it into place: readers see the old or the new, never half."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        (tmp / CONFIG_FILE).write_text(json.dumps(resolved_config, indent=2, default=str), encoding="utf-8")
+        fill(tmp)
         if target.exists():
             shutil.rmtree(target)
         os.rename(tmp, target)
@@ -88,16 +97,7 @@ def copy_adapter(source: Path, target: Path) -> Path:
     """Copy an adapter directory into place the same atomic way as save_adapter (temp dir, then rename)."""
     if not (source / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{source} holds no adapter to copy")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-    try:
-        shutil.copytree(source, tmp, dirs_exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return _write_dir_atomically(target, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
 
 
 def checkpoint_dir(output_dir: Path, step: int) -> Path:
