@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import TINY
 from tests.inference.conftest import ALPHA_TEXT, BETA_TEXT, FT_A, FT_B, PROMPTS, register_models
+from tunehouse.inference.batching import Work
 
 
 def prompt_ids(tok, text: str) -> list[int]:
@@ -129,6 +130,50 @@ def test_more_requests_than_slots_wait_for_one(fast, adapters):
     work = [(prompt_ids(fast.tokenizer, p), None) for p in PROMPTS * 3]  # 12 requests, 4 slots
     assert in_threads(lambda ids, a: greedy(fast, ids, a, 8), work) == [greedy(fast, ids, a, 8) for ids, a in work]
     assert fast.scheduler.pool.busy == 0
+
+
+def test_scattered_slots_decode_in_slot_order_with_gaps_filled(fast, adapters):
+    """llama.cpp decodes a batch in one pass only when its sequence ids are consecutive: the engine feeds
+    tokens in slot order and fills short gaps with throwaway tokens that leave no trace in the cache."""
+    tok = fast.tokenizer
+    ids = [prompt_ids(tok, p) for p in PROMPTS]
+    alone = [greedy(fast, x, None, 12) for x in ids]
+    seqs = [fast.open(x, None, reuse=False) for x in ids]  # slots 0..3
+    assert sorted(s.slot.index for s in seqs) == [0, 1, 2, 3]
+    for s in seqs:
+        s.prefill()
+    for s in seqs[1:3]:
+        s.close()
+    fills = []
+    fill_gaps = fast._fill_gaps
+    fast._fill_gaps = lambda slots: fills.append((slots, fill_gaps(slots))) or fills[-1][1]
+    before = {s: fast._lib.llama_memory_seq_pos_max(fast._mem, s) for s in (1, 2)}
+    # slots 3 and 0 submit out of order; 1 and 2 are idle
+    rows = fast._run_batch(None, [(w, 0, 1) for w in
+                                  (Work(seqs[3], [ids[3][-1]], False), Work(seqs[0], [ids[0][-1]], False))])
+    assert fills == [([0, 3], [(1, before[1] + 1), (2, before[2] + 1)])]
+    assert {s: fast._lib.llama_memory_seq_pos_max(fast._mem, s) for s in (1, 2)} == before
+    assert [r.shape[0] for r in rows] == [1, 1]
+    for s in (seqs[0], seqs[3]):
+        s.close()
+    assert [greedy(fast, x, None, 12) for x in ids] == alone
+
+
+def test_the_scheduler_thread_ends_when_idle_and_restarts_on_demand(fast, monkeypatch):
+    import time
+
+    from tunehouse.inference import batching
+
+    monkeypatch.setattr(batching, "IDLE_EXIT_S", 0.2)
+    ids = prompt_ids(fast.tokenizer, PROMPTS[0])
+    first = greedy(fast, ids, None, 6)
+    thread = fast.scheduler._thread
+    deadline = time.monotonic() + 10
+    while thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not thread.is_alive(), "an idle scheduler thread kept running"
+    assert greedy(fast, ids, None, 6) == first
+    assert fast.scheduler._thread is not thread
 
 
 # -- through the API, on the fast engine ---------------------------------------------------------------------

@@ -24,6 +24,8 @@ import numpy as np
 
 log = logging.getLogger("tunehouse.inference")
 GATHER_S = 0.01  # how long a ready batch waits for the group's other sequences (one decode step is ~15-60 ms)
+IDLE_EXIT_S = 30.0  # the scheduler thread ends after this long with no sequence open and nothing to do
+REUSE_UNIT = 32  # prompt tokens: a cached prefix shorter than this does not outweigh slot adjacency
 
 
 @dataclass
@@ -61,12 +63,18 @@ class SlotPool:
             while all(s.busy for s in self.slots):
                 self._cv.wait()
             free = [s for s in self.slots if not s.busy]
+            mates = [s.index for s in self.slots if s.busy and s.adapter == adapter]
 
             def reuse(s: Slot) -> int:
                 return common_prefix(s.tokens, prompt) if s.adapter == adapter else 0
 
-            # longest reusable prefix first; among equals an empty slot, so useful caches survive longer
-            slot = max(free, key=lambda s: (reuse(s), -len(s.tokens)))
+            def near(s: Slot) -> int:  # a decode is cheapest when its sequences sit on consecutive slots
+                return -min((abs(s.index - m) for m in mates), default=0)
+
+            # a long reusable prefix first (a few template tokens are not worth a scattered batch), then the
+            # slot next to the adapter's other sequences, then the longer prefix, then an empty slot (so
+            # useful caches survive longer)
+            slot = max(free, key=lambda s: (reuse(s) // REUSE_UNIT, near(s), reuse(s), -len(s.tokens)))
             slot.busy = True
             return slot, min(reuse(slot), len(prompt) - 1)
 
@@ -74,6 +82,23 @@ class SlotPool:
         with self._cv:
             slot.busy = False
             self._cv.notify()
+
+
+@dataclass
+class Call:
+    """A function the scheduler thread runs between decodes (KV cache edits), and its outcome."""
+
+    fn: Callable[[], object]
+    result: object = None
+    error: BaseException | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as e:  # handed to the waiting caller, who raises it
+            self.error = e
+        self.done.set()
 
 
 @dataclass
@@ -133,6 +158,7 @@ class BatchScheduler:
         self._run_batch, self._trim = run_batch, trim
         self._cv = threading.Condition()
         self._pending: list[Work] = []
+        self._calls: list[Call] = []
         self._open: dict[str | None, int] = {}  # adapter -> open sequences
         self._last_group: str | None = None
         self._thread: threading.Thread | None = None
@@ -144,8 +170,8 @@ class BatchScheduler:
     def open(self, prompt: list[int], adapter: str | None, reuse: bool = True) -> Sequence:
         """A sequence on a free slot (waits for one); its cache already holds the longest shared prefix."""
         slot, keep = self.pool.acquire(prompt, adapter)
-        try:
-            keep = self._trim(slot, keep if reuse else 0)
+        try:  # the KV cache changes only in the scheduler thread, never during a decode
+            keep = self.call(lambda: self._trim(slot, keep if reuse else 0))
         except BaseException:
             self.pool.release(slot)
             raise
@@ -168,6 +194,18 @@ class BatchScheduler:
         with self._cv:
             return sum(self._open.values())
 
+    def call(self, fn: Callable[[], object]) -> object:
+        """fn() run by the scheduler thread between two decodes; its result (or its exception)."""
+        job = Call(fn)
+        with self._cv:
+            self._ensure_thread()
+            self._calls.append(job)
+            self._cv.notify_all()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
     def submit(self, seq: Sequence, tokens: list[int], all_logits: bool) -> np.ndarray:
         if seq.closed:
             raise RuntimeError("the sequence is closed")
@@ -189,7 +227,13 @@ class BatchScheduler:
 
     def _loop(self) -> None:
         while True:
-            group, batch = self._next_batch()
+            got = self._next_batch()
+            if got is None:  # idle: the thread ends (an engine nobody uses can be freed); submit() starts another
+                return
+            if isinstance(got, Call):
+                got.run()
+                continue
+            group, batch = got
             try:
                 rows = self._run_batch(group, batch)
             except Exception as e:  # every waiting request must hear of it, or it would wait forever
@@ -217,11 +261,16 @@ class BatchScheduler:
         work.rows = got
         work.done.set()
 
-    def _next_batch(self) -> tuple[str | None, list[tuple[Work, int, int]]]:
+    def _next_batch(self) -> Call | tuple[str | None, list[tuple[Work, int, int]]] | None:
         with self._cv:
             while True:
-                while not self._pending:
-                    self._cv.wait()
+                while not self._pending and not self._calls:
+                    if not self._cv.wait(IDLE_EXIT_S) and not self._pending and not self._calls \
+                            and not self._open:
+                        self._thread = None
+                        return None
+                if self._calls:
+                    return self._calls.pop(0)
                 group = self._pick_group()
                 deadline = time.monotonic() + self.gather_s
                 # wait (briefly) until every open sequence of the group has submitted its next tokens

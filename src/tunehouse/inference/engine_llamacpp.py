@@ -27,6 +27,7 @@ from tunehouse.inference.batching import BatchScheduler, SingleSequence, Slot, W
 from tunehouse.inference.gguf_convert import write_base_gguf, write_lora_gguf, write_precision_gguf
 
 log = logging.getLogger("tunehouse.inference")
+MAX_FILL = 3  # idle slots worth filling to join two runs of a decode batch into one ubatch
 
 
 def base_gguf(settings: Settings, base_model: str) -> Path:
@@ -264,13 +265,28 @@ class LlamaCppEngine(SingleSequence):
         return 0
 
     def _run_batch(self, adapter: str | None, batch: list[tuple[Work, int, int]]) -> list[np.ndarray]:
-        """One llama_decode over every entry's tokens (positions continue each sequence's cache)."""
+        """One llama_decode over every entry's tokens (positions continue each sequence's cache).
+
+        Tokens go in in slot order: with a KV stream per sequence (kv_unified=False) llama.cpp decodes a batch
+        as one ubatch only when its sequence ids are consecutive; otherwise each run of consecutive ids is a
+        ubatch of its own, a full pass over the weights. A short gap between runs is cheaper to fill with a
+        throwaway token on the idle slots (see _fill_gaps) than to pay for another pass.
+        """
         self._pick_threads()
         self._activate(adapter)
         b = self._batch.batch
         n = 0
-        wanted: list[list[int]] = []
-        for work, start, count in batch:
+        order = sorted(range(len(batch)), key=lambda k: batch[k][0].seq.slot.index)
+        fillers = self._fill_gaps([batch[k][0].seq.slot.index for k in order])
+        wanted: list[list[int]] = [[] for _ in batch]
+        entries = [(k, batch[k]) for k in order] + [(-1, (slot, pos, 1)) for slot, pos in fillers]
+        entries.sort(key=lambda e: e[1][0] if e[0] < 0 else e[1][0].seq.slot.index)
+        for k, entry in entries:
+            if k < 0:  # a filler: one token on an idle slot, no logits, removed after the decode
+                b.token[n], b.pos[n], b.seq_id[n][0], b.n_seq_id[n], b.logits[n] = 0, entry[1], entry[0], 1, False
+                n += 1
+                continue
+            work, start, count = entry
             last = start + count == len(work.tokens)
             rows = []
             for i in range(count):
@@ -282,9 +298,13 @@ class LlamaCppEngine(SingleSequence):
                 if b.logits[n]:
                     rows.append(n)
                 n += 1
-            wanted.append(rows)
+            wanted[k] = rows
         b.n_tokens = n
-        rc = self._lib.llama_decode(self._ctx.ctx, b)
+        try:
+            rc = self._lib.llama_decode(self._ctx.ctx, b)
+        finally:
+            for slot, pos in fillers:
+                self._lib.llama_memory_seq_rm(self._mem, slot, pos, -1)
         if rc != 0:
             raise RuntimeError(f"llama_decode returned {rc} (a full KV cache is 1)")
         out = []
@@ -295,6 +315,24 @@ class LlamaCppEngine(SingleSequence):
                                                shape=(self.vocab_size,))
             out.append(got)
         return out
+
+    def _fill_gaps(self, slots: list[int]) -> list[tuple[int, int]]:
+        """(slot, position) of the throwaway tokens that join the batch's runs of consecutive slots.
+
+        A gap of up to MAX_FILL idle slots is filled: a ubatch's fixed cost (reading every weight once) is
+        several times a row's (docs/inference.md). A filler sits at its slot's next position and is removed
+        right after the decode, which leaves the slot's cache as it was (its next token takes the same cell).
+        A slot whose cache is full is never filled.
+        """
+        fill = []
+        for a, b in zip(slots, slots[1:], strict=False):
+            gap = range(a + 1, b)
+            if not 0 < len(gap) <= MAX_FILL:
+                continue
+            ends = [self._lib.llama_memory_seq_pos_max(self._mem, g) + 1 for g in gap]
+            if max(ends) < self.settings.inference_context - 1:
+                fill += zip(gap, ends, strict=True)
+        return fill
 
     def _pick_threads(self) -> None:
         """Auto threads (inference_threads = 0): every core, unless other work already oversubscribes the CPU.
