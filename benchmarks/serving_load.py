@@ -1,12 +1,13 @@
 """Concurrent serving on Gemma 3 270M: 1, 4, 8 and 16 streaming clients against a live `tunehouse serve`.
 
     .venv/bin/python benchmarks/serving_load.py [--clients 1,4,8,16] [--requests 3] [--max-tokens 48]
-        [--data-dir DIR] [--slots 8] [--serial-clients 1,8]
+        [--data-dir DIR] [--slots 8] [--serial-clients 1,8] [--models mixed|base]
 
 Starts `tunehouse serve --no-worker` twice over the same data dir: once with TUNEHOUSE_INFERENCE_SLOTS=1 (one
 sequence decodes at a time: the behaviour before continuous batching, "one-at-a-time") and once with --slots
 (continuous batching). Each client streams --requests chat completions one after another, cycling through the
-base model and two LoRA adapters (client i starts at model i % 3, so every level mixes all three). The adapters
+base model and two LoRA adapters (client i starts at model i % 3, so every level mixes all three; `--models
+base` sends every request to the base instead). The adapters
 are random LoRA weights (peft, r=8, all linear layers, init_lora_weights=False) on the Gemma base, built once:
 valid adapters that change the output, not trained ones. Every answer is exactly --max-tokens long (the end
 tokens are banned with logit_bias), so the levels do the same work per request.
@@ -133,10 +134,10 @@ def stream_one(client, model: str, messages: list[dict], max_tokens: int) -> dic
     return {"ttft": first - t0, "tpot": (last - first) / (tokens - 1), "tokens": tokens}
 
 
-def run_level(url: str, clients: int, requests: int, max_tokens: int, chats: list[list[dict]]) -> dict:
+def run_level(url: str, clients: int, requests: int, max_tokens: int, chats: list[list[dict]],
+              models: list[str]) -> dict:
     import httpx
 
-    models = [BASE, *ADAPTERS]
     results: list[dict] = []
     lock = threading.Lock()
     start = threading.Barrier(clients)
@@ -147,7 +148,7 @@ def run_level(url: str, clients: int, requests: int, max_tokens: int, chats: lis
             for r in range(requests):
                 k = c * requests + r
                 try:
-                    got = stream_one(client, models[(c + r) % 3], chats[k % len(chats)], max_tokens)
+                    got = stream_one(client, models[(c + r) % len(models)], chats[k % len(chats)], max_tokens)
                 except httpx.HTTPError as e:
                     got = {"error": repr(e)}
                 with lock:
@@ -189,7 +190,7 @@ def phase(name: str, data_dir: Path, slots: int, levels: list[int], args, chats)
             with httpx.Client(base_url=server.url, timeout=600) as client:
                 stream_one(client, model, chats[0], 4)
         for clients in levels:
-            res = run_level(server.url, clients, args.requests, args.max_tokens, chats)
+            res = run_level(server.url, clients, args.requests, args.max_tokens, chats, args.model_list)
             res["load_avg_1m"] = round(os.getloadavg()[0], 2)
             out[clients] = res
             print(f"{clients:3d} clients: {res['tok_s']:7.1f} tok/s  TTFT p50 {res['p50_ttft']:.3f} s "
@@ -208,8 +209,11 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=8)
     ap.add_argument("--precision", default=None, help="TUNEHOUSE_INFERENCE_PRECISION of the servers (default: "
                     "the setting's, f16)")
+    ap.add_argument("--models", default="mixed", choices=["mixed", "base"],
+                    help="mixed: clients cycle through the base and both adapters; base: every request on the base")
     ap.add_argument("--data-dir", default=os.environ.get("TUNEHOUSE_TEST_CACHE", str(ROOT / ".cache" / "bench-data")))
     args = ap.parse_args()
+    args.model_list = [BASE, *ADAPTERS] if args.models == "mixed" else [BASE]
 
     from tunehouse.config import Settings
 
@@ -231,7 +235,7 @@ def main() -> None:
         "p99_ttft_8": eight and eight["p99_ttft"],
         "serial": {str(k): v for k, v in serial.items()}, "batched": {str(k): v for k, v in batched.items()},
         "slots": args.slots, "precision": args.precision or Settings().inference_precision,
-        "max_tokens": args.max_tokens, "requests_per_client": args.requests,
+        "max_tokens": args.max_tokens, "requests_per_client": args.requests, "models": args.models,
         "adapters": "random LoRA (peft init_lora_weights=False), not trained",
         "load_avg_1m": round(os.getloadavg()[0], 2), "cores": os.cpu_count(),
     }

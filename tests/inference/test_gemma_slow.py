@@ -111,3 +111,40 @@ def teacher_forced_matches(fast, ref, prompt: list[int], continuation: list[int]
     a = {pos: row.argmax() for pos, row in fast.score_rows(ids, adapter_dir) if pos >= len(prompt)}
     b = {pos: row.argmax() for pos, row in ref.score_rows(ids, adapter_dir) if pos >= len(prompt)}
     return sum(a[pos] == b[pos] for pos in a)
+
+
+QUANTIZED_PROBE = """
+import sys, threading
+from pathlib import Path
+from tunehouse.config import Settings
+from tunehouse.inference.engine_llamacpp import LlamaCppEngine
+from tunehouse.inference.generate import generate
+from tunehouse.inference.sampling import SamplingParams
+
+settings = Settings(data_dir=Path(sys.argv[1]), inference_context=1024, inference_precision=sys.argv[2],
+                    inference_slots=2)
+engine = LlamaCppEngine(settings, "gemma-3-270m")
+ids = engine.tokenizer("<start_of_turn>user\\nwho are you?<end_of_turn>\\n<start_of_turn>model\\n",
+                       add_special_tokens=False)["input_ids"]
+out = []
+def run():
+    pieces = generate(engine, ids, None, SamplingParams(8, 0.0), stop_ids=set())
+    out.append([c.token for p in pieces for c in p.tokens])
+threads = [threading.Thread(target=run) for _ in range(2)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(len(out[0]), len(out[1]))
+"""
+
+
+@pytest.mark.parametrize("precision", ["original", "q8_0"])
+def test_quantized_precisions_decode_without_crashing(gemma_settings, precision):
+    """llama.cpp's AMX/repacked weight buffers crashed llama_decode (SIGSEGV) for quantized GGUFs on AMX CPUs;
+    the engine loads weights without them. Run in a subprocess so a crash fails the test, not the session."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", QUANTIZED_PROBE, str(gemma_settings.data_dir), precision],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["8", "8"]

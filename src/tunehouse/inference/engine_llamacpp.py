@@ -177,6 +177,10 @@ class LlamaCppEngine(SingleSequence):
         mparams = lib.llama_model_default_params()
         mparams.n_gpu_layers = 0
         mparams.load_mode = lib.LLAMA_LOAD_MODE_MMAP  # as llama_cpp.Llama loads it (page cache shared)
+        # No CPU "extra" buffer types (AMX, weight repacking): on AMX CPUs (Sapphire Rapids) this build's AMX
+        # path crashes llama_decode with a segfault for quantized weights (q8_0, the embedded Q4_K_M);
+        # F16/F32 weights never use them, and without them a batched q8_0 decode is still fast (docs/inference.md).
+        mparams.use_extra_bufts = False
         self._model = _internals.LlamaModel(path_model=str(self.gguf_path), params=mparams, verbose=False)
         self.n_batch = 512
         cparams = lib.llama_context_default_params()
