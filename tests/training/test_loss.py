@@ -37,3 +37,25 @@ def test_softcapping_is_applied(tiny_model_dir):
         full = model(input_ids=ids, labels=ids).loss
         loss_sum, _, n = selective_loss(model, ids, torch.ones_like(ids), ids)
     assert float(loss_sum) / n == pytest.approx(float(full), rel=1e-5)
+
+
+def test_selective_loss_gradients_equal_full_vocabulary_gradients(tiny_model_dir):
+    """The hand-written backward (softmax - one-hot) gives PyTorch's cross-entropy gradients."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    torch.manual_seed(1)
+    ids = torch.randint(10, model.config.vocab_size, (2, 16))
+    labels = ids.clone()
+    labels[:, :5] = IGNORE
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return [p.grad.clone() for p in params]
+
+    loss_sum, _, n = selective_loss(model, ids, torch.ones_like(ids), labels)
+    ours = grads(loss_sum / n)
+    theirs = grads(model(input_ids=ids, labels=labels).loss)
+    assert any(float(g.abs().max()) > 0 for g in theirs)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
