@@ -1,7 +1,8 @@
 """Training throughput: tunehouse's engine vs TRL's SFTTrainer on the same wikisql examples, side by side.
 
     .venv/bin/pip install -c constraints/cpu.txt -r benchmarks/requirements.txt
-    .venv/bin/python benchmarks/train_throughput.py [--examples 64] [--default-steps 3]
+    .venv/bin/python benchmarks/train_throughput.py [--examples 64] [--default-steps 3] \
+        [--runs trl_default,tunehouse,tunehouse_bf16,trl_tuned]
 
 Same base (Gemma 3 270M, fp32 weights), same tokens (our rendering; TRL gets input_ids + completion_mask, so
 both train exactly the assistant tokens and the end-of-turn), same LoRA (r16, alpha 32, all linear, no
@@ -11,7 +12,9 @@ the final adapter on 32 held-out wikisql_valid chats, computed the same way for 
 (bf16 autocast + gradient checkpointing) is very slow on this CPU, so it runs only --default-steps steps.
 GFLOP/s counts the matmul work each run performs: 4 x body params per token (forward + input gradients; frozen base)
 plus 4 x vocab x hidden per position where the head runs (all positions for TRL, trained ones for us),
-against a measured fp32 matmul peak. The last line is one JSON object.
+against a measured fp32 matmul peak. `tunehouse_bf16` is the same engine with `train_precision` bf16 (the frozen
+base in bf16, LoRA and loss in fp32; scored on the fp32 base); the bf16 matmul peak is printed beside the fp32
+one (on AMX CPUs it is several times higher). The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets"
 LR, BATCH, R, ALPHA, SEED = 2e-4, 8, 16, 32, 0
+RUNS = ("trl_default", "tunehouse", "tunehouse_bf16", "trl_tuned")
 
 
 def data_files(n: int, work: Path) -> tuple[Path, Path]:
@@ -59,7 +63,7 @@ def rate(times: list[float], tokens: list[int], trained: list[int]) -> dict:
             "s_per_step": span / (len(times) - 1)}
 
 
-def run_tunehouse(args) -> dict:
+def run_tunehouse(args, precision: str = "fp32") -> dict:
     from peft import PeftModel
 
     from tunehouse.base_models import load_base_model, model_dir
@@ -86,8 +90,9 @@ def run_tunehouse(args) -> dict:
                             training_file=train_file, output_dir=args.work / "tunehouse", n_epochs=1,
                             batch_size=BATCH, seed=SEED, lora_r=R,
                             lora_alpha=ALPHA, learning_rate_multiplier=LR / hparams.BASE_LEARNING_RATE,
-                            save_every_seconds=1e9)
+                            save_every_seconds=1e9, precision=precision)
     result = train(config, Callbacks())
+    # scored on the fp32 base (as the reference engine serves it), whatever the training precision
     model, tok, _ = load_base_model(Settings(data_dir=args.data_dir), "gemma-3-270m")
     model = PeftModel.from_pretrained(model, str(result.adapter_dir))
     return {**rate(times, tokens, trained), "loss": held_out_loss(model, tok, valid)}
@@ -146,13 +151,13 @@ def run_trl(args, tuned: bool) -> dict:
     return out
 
 
-def matmul_peak_gflops(seconds: float = 3.0) -> float:
+def matmul_peak_gflops(seconds: float = 3.0, dtype: str = "float32") -> float:
     import torch
 
     from tunehouse.base_models import pick_device
 
     pick_device("cpu")
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a, b = torch.randn(1024, 1024, dtype=getattr(torch, dtype)), torch.randn(1024, 1024, dtype=getattr(torch, dtype))
     a @ b
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -192,28 +197,39 @@ def main() -> None:
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TUNEHOUSE_TEST_CACHE",
                                                                         ROOT / ".cache" / "test-data")))
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-train")
-    p.add_argument("--run", choices=["tunehouse", "trl_default", "trl_tuned"])
+    p.add_argument("--run", choices=list(RUNS))
+    p.add_argument("--runs", default=",".join(RUNS), help="which runs, comma-separated (default: all)")
     args = p.parse_args()
     if args.run:
-        out = {"tunehouse": run_tunehouse, "trl_default": lambda a: run_trl(a, False),
-               "trl_tuned": lambda a: run_trl(a, True)}[args.run](args)
+        out = {"tunehouse": run_tunehouse, "tunehouse_bf16": lambda a: run_tunehouse(a, "bf16"),
+               "trl_default": lambda a: run_trl(a, False), "trl_tuned": lambda a: run_trl(a, True)}[args.run](args)
         out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(json.dumps(out))
         return
 
-    peak = matmul_peak_gflops()
+    peak, peak_bf16 = matmul_peak_gflops(), matmul_peak_gflops(dtype="bfloat16")
+    print(f"matmul peak (1024^3): fp32 {peak:.0f} GFLOP/s, bf16 {peak_bf16:.0f} GFLOP/s; load {os.getloadavg()[0]:.2f}")
     body, head = model_sizes(args.data_dir)
     # TRL defaults first: the likeliest to fail, so a broken setup shows early.
-    runs = {k: child(k, args) for k in ("trl_default", "tunehouse", "trl_tuned")}
+    runs = {k: child(k, args) for k in RUNS if k in args.runs.split(",")}
     for kind, r in runs.items():
-        head_positions = r["trained_tokens"] if kind == "tunehouse" else r["tokens"]
+        head_positions = r["trained_tokens"] if kind.startswith("tunehouse") else r["tokens"]
         r["gflop_s"] = (4 * body * r["tokens"] + 4 * head * head_positions) / r["seconds"] / 1e9
         print(f"{kind:12s} {r['tok_s']:8.1f} tok/s  {r['trained_tok_s']:7.1f} trained tok/s  "
               f"{r['s_per_step']:7.1f} s/step  loss {r['loss']:.4f}  peak RSS {r['peak_rss_mb']:7.0f} MB  "
               f"{r['gflop_s']:6.1f} GFLOP/s ({100 * r['gflop_s'] / peak:.0f}% of {peak:.0f} matmul peak)")
+    summary = {"examples": args.examples, "matmul_peak_gflop_s": round(peak, 1),
+               "matmul_peak_bf16_gflop_s": round(peak_bf16, 1), "load_avg_1m": round(os.getloadavg()[0], 2),
+               **{f"{k}_{m}": round(r[m], 4 if m == "loss" else 1) for k, r in runs.items()
+                  for m in ("tok_s", "trained_tok_s", "s_per_step", "loss", "gflop_s", "peak_rss_mb")}}
+    if {"tunehouse", "trl_default", "trl_tuned"} <= set(runs):
+        summary.update(comparison(runs))
+    print(json.dumps(summary))
+
+
+def comparison(runs: dict) -> dict:
     th, trl_d, trl_t = runs["tunehouse"], runs["trl_default"], runs["trl_tuned"]
-    summary = {
-        "examples": args.examples, "matmul_peak_gflop_s": round(peak, 1),
+    return {
         "tunehouse_tok_s": round(th["tok_s"], 1), "trl_default_tok_s": round(trl_d["tok_s"], 1),
         "trl_tuned_tok_s": round(trl_t["tok_s"], 1),
         "ratio_vs_default": round(th["tok_s"] / trl_d["tok_s"], 2),
@@ -223,9 +239,7 @@ def main() -> None:
         "loss_tunehouse": round(th["loss"], 4), "loss_trl": round(trl_t["loss"], 4),
         "loss_rel_diff": round(abs(th["loss"] - trl_t["loss"]) / trl_t["loss"], 4),
         "tunehouse_gflop_s": round(th["gflop_s"], 1), "trl_tuned_gflop_s": round(trl_t["gflop_s"], 1),
-        "peak_rss_mb": {k: round(r["peak_rss_mb"]) for k, r in runs.items()},
     }
-    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

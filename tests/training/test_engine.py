@@ -132,3 +132,29 @@ def test_bad_training_file_is_a_clear_error(make_config, tmp_path):
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
     with pytest.raises(ValueError, match="line 2: invalid JSON"):
         train(make_config(training_file=bad), Recorder())
+
+
+def test_bf16_precision_trains_fp32_lora_on_a_bf16_base(make_config):
+    """train_precision bf16 (the fast path on AMX CPUs): the frozen base is bf16, the LoRA weights it learns
+    stay fp32, the loss still falls, and the saved adapter is fp32."""
+    from safetensors.torch import load_file
+
+    from tunehouse.training.engine import _prepare
+
+    run = _prepare(make_config(precision="bf16"), Recorder())
+    dtypes = {p.dtype for n, p in run.model.named_parameters() if not p.requires_grad}
+    assert dtypes == {torch.bfloat16}
+    assert {p.dtype for p in run.params} == {torch.float32}
+    rec = Recorder()
+    result = train(make_config(n_epochs=4, precision="bf16"), rec)
+    losses = rec.losses()
+    assert result.status == "succeeded"
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3
+    weights = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
+    assert {t.dtype for t in weights.values()} == {torch.float32}
+    assert json.loads((result.adapter_dir / "training_config.json").read_text())["precision"] == "bf16"
+
+
+def test_an_unknown_training_precision_is_a_clear_error(make_config):
+    with pytest.raises(ValueError, match="Unknown training precision 'fp8'"):
+        train(make_config(precision="fp8"), Recorder())

@@ -41,6 +41,7 @@ class TrainingConfig:
     eval_every: int | None = None  # partial validation (a batch-sized slice) every N steps; None = auto
     init_adapter: Path | None = None  # continue training from an existing fine-tuned model's adapter
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # the frozen base's dtype (base_models.train_dtype)
     # Resumable state is saved at least this often (and at each epoch end, and on pause) for SIGKILL recovery.
     save_every_seconds: float = 120.0
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from tunehouse.base_models import load_model_dir, pick_device
+from tunehouse.base_models import load_model_dir, pick_device, train_dtype
 from tunehouse.data import holdout
 from tunehouse.training import distributed, hparams
 from tunehouse.training.batches import encode_file, epoch_batches, micro_batches
@@ -202,6 +202,7 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
     out_dir.mkdir(parents=True, exist_ok=True)
     device, dtype = pick_device(config.device)
     device = distributed.local_device(device)
+    dtype = train_dtype(config.precision, device, dtype)
     model, tokenizer, family = load_model_dir(Path(config.base_model_dir), config.chat_family, device, dtype)
 
     def encode(text: str) -> list[int]:

@@ -83,6 +83,7 @@ def training_config(settings: Settings, job: Row):
         keep_checkpoints=settings.keep_checkpoints,
         init_adapter=from_ref(settings, job["init_adapter"]) if job["init_adapter"] else None,
         device=settings.device,
+        precision=settings.train_precision,
     )
 
 
