@@ -1,6 +1,6 @@
 """Learning-rate / batch-size sweep behind tunehouse's `auto` defaults (docs/training.md cites its output).
 
-    .venv/bin/python benchmarks/train_hparams.py --examples 300 --epochs 1 --eval 100 \
+    .venv/bin/python benchmarks/train_hparams.py --examples 300 --epochs 1 --eval 100 [--precision bf16] \
         --configs 2:2e-4 2:5e-4 2:1e-3 8:2e-4 8:1e-3 4:5e-4
 
 Each config trains Gemma 3 270M with the real engine (`tunehouse.training.engine.train`) on the first N
@@ -88,7 +88,7 @@ def exact_match(model, tok, valid: Path) -> float:
     return hits / len(rows)
 
 
-def run(bs: int, lr: float, args) -> dict:
+def run(bs: int | str, lr: float | str, rank: int, args) -> dict:
     from peft import PeftModel
     from train_throughput import SHARED, data_files
 
@@ -117,11 +117,13 @@ def run(bs: int, lr: float, args) -> dict:
 
     start = time.perf_counter()
     base_dir, family = model_dir(Settings(data_dir=args.data_dir), "gemma-3-270m")
+    name = f"n{args.examples}-e{args.epochs}-bs{bs}-lr{lr}-r{rank}-{args.precision}"
     config = TrainingConfig(base_model="gemma-3-270m", base_model_dir=base_dir, chat_family=family,
-                            training_file=train_file,
-                            output_dir=args.work / f"n{args.examples}-e{args.epochs}-bs{bs}-lr{lr}", batch_size=bs,
-                            n_epochs=args.epochs if args.epochs == "auto" else int(args.epochs),
-                            learning_rate_multiplier=lr / hparams.BASE_LEARNING_RATE, seed=0, save_every_seconds=1e9)
+                            training_file=train_file, output_dir=args.work / name,
+                            batch_size=bs, n_epochs=args.epochs if args.epochs == "auto" else int(args.epochs),
+                            learning_rate_multiplier=lr if lr == "auto" else lr / hparams.BASE_LEARNING_RATE,
+                            lora_r=rank, lora_alpha=2 * rank, precision=args.precision, seed=0,
+                            save_every_seconds=1e9)
     result = train(config, Callbacks())
     seconds = time.perf_counter() - start
     tok_s = sum(tokens[1:]) / (times[-1] - times[0]) if len(times) > 1 else float("nan")
@@ -129,8 +131,11 @@ def run(bs: int, lr: float, args) -> dict:
     model = PeftModel.from_pretrained(model, str(result.adapter_dir)).eval()
     eval_start = time.perf_counter()
     loss, em = scores(model, tok, valid, args.em)
-    out = {"examples": args.examples, "batch_size": bs, "lr": lr, "n_epochs": result.hyperparameters["n_epochs"],
-           "steps": len(times), "train_seconds": round(seconds), "tok_s": round(tok_s, 1),
+    hp = result.hyperparameters
+    out = {"examples": args.examples, "batch_size": hp["batch_size"], "lr": hparams.BASE_LEARNING_RATE *
+           hp["learning_rate_multiplier"], "rank": rank, "precision": args.precision, "n_epochs": hp["n_epochs"],
+           "steps": len(times), "best_step": result.best_step, "stopped_early": result.stopped_early,
+           "train_seconds": round(seconds), "tok_s": round(tok_s, 1),
            "final_train_loss": round(result.metrics[-1]["train_loss"], 4), "valid_loss": round(loss, 4),
            "exact_match": em, "em_rule": args.em,
            "eval_n": args.eval}
@@ -168,7 +173,9 @@ def main() -> None:
                    help="exact match by one teacher-forced pass (fast, token-exact) or by greedy generate (slow)")
     p.add_argument("--adapter", type=Path, help="only evaluate this adapter (no training), e.g. to compare --em rules")
     p.add_argument("--configs", nargs="+", default=["2:2e-4", "2:5e-4", "2:1e-3", "8:2e-4", "8:1e-3", "4:5e-4"],
-                   help="batch:lr pairs, run in order")
+                   help="BATCH:LR[:RANK] (BATCH and LR may be auto; RANK 16 when left out, alpha = 2 x rank), run "
+                        "in order; auto:auto with --epochs auto is the product's default job")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="train_precision")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TUNEHOUSE_TEST_CACHE",
                                                                         ROOT / ".cache" / "test-data")))
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-hparams")
@@ -178,9 +185,10 @@ def main() -> None:
         return
     results = []
     for spec in args.configs:
-        bs, lr = spec.split(":")
-        print(f"== batch {bs} lr {lr}", file=sys.stderr, flush=True)
-        results.append(run(int(bs), float(lr), args))
+        bs, lr, *rank = spec.split(":")
+        print(f"== batch {bs} lr {lr} rank {rank or 16}", file=sys.stderr, flush=True)
+        results.append(run(bs if bs == "auto" else int(bs), lr if lr == "auto" else float(lr),
+                           int(rank[0]) if rank else 16, args))
         print(json.dumps(results[-1]), flush=True)
     print(json.dumps(results))
 
