@@ -85,7 +85,9 @@ def test_status_filter_shows_only_that_status(single, settings):
     conn.close()
     assert job_ids(single.get("/?status=cancelled").text) == [a]
     assert job_ids(single.get("/?status=validating_files").text) == [b]
-    assert set(job_ids(single.get("/?status=bogus").text)) == {a, b}  # unknown status: no filter
+    assert set(job_ids(single.get("/?status=").text)) == {a, b}  # the form's "all"
+    bogus = single.get("/?status=bogus")
+    assert bogus.status_code == 400 and "Unknown job status &#39;bogus&#39;" in bogus.text
 
 
 def test_user_strings_are_escaped_everywhere(single, settings, tmp_path):

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
-from tunehouse.store.errors import NotFound, StoreError
+from tunehouse.store.errors import InvalidRequest, NotFound, StoreError
 from tunehouse.web import actions, pages
 from tunehouse.web.auth import Forbidden, Sessions, SignInRequired
 from tunehouse.web.render import STATIC_DIR, page
@@ -39,3 +39,9 @@ def install(app: FastAPI) -> None:
         if request.url.path.startswith(API_PREFIX + "/"):
             return await api_store_error(request, exc)
         return page(request, "error.html", status_code=404, title="Not found", message=exc.message)
+
+    @app.exception_handler(InvalidRequest)
+    async def bad_request(request: Request, exc: InvalidRequest):
+        if request.url.path.startswith(API_PREFIX + "/"):
+            return await api_store_error(request, exc)
+        return page(request, "error.html", status_code=400, title="Bad request", message=exc.message)

@@ -11,6 +11,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from tunehouse.api.deps import SessionDep, SettingsDep
 from tunehouse.store import files as files_store
 from tunehouse.store import models as models_store
+from tunehouse.store.errors import InvalidRequest
 from tunehouse.web import views
 from tunehouse.web.auth import ViewerDep
 from tunehouse.web.render import SECURITY_HEADERS, page
@@ -21,7 +22,9 @@ router = APIRouter(include_in_schema=False)
 @router.get("/")
 def jobs_list(request: Request, viewer: ViewerDep, db: SessionDep, settings: SettingsDep,
               status: str | None = None, after: str | None = None):
-    status = status if status in views.STATUSES else None
+    if status and status not in views.STATUSES:
+        raise InvalidRequest(f"Unknown job status '{status}': use one of {', '.join(views.STATUSES)}", "status")
+    status = status or None  # the filter form's "all" sends an empty value
     jobs, has_more = views.jobs_page(db, settings, viewer.project, status, after)
     for job in jobs:
         job["duration"] = views.job_duration(job)
