@@ -196,12 +196,7 @@ class BatchScheduler:
 
     def call(self, fn: Callable[[], object]) -> object:
         """fn() run by the scheduler thread between two decodes; its result (or its exception)."""
-        job = Call(fn)
-        with self._cv:
-            self._ensure_thread()
-            self._calls.append(job)
-            self._cv.notify_all()
-        job.done.wait()
+        job = self._hand_over(Call(fn), self._calls)
         if job.error is not None:
             raise job.error
         return job.result
@@ -209,15 +204,19 @@ class BatchScheduler:
     def submit(self, seq: Sequence, tokens: list[int], all_logits: bool) -> np.ndarray:
         if seq.closed:
             raise RuntimeError("the sequence is closed")
-        work = Work(seq, list(tokens), all_logits)
-        with self._cv:
-            self._ensure_thread()
-            self._pending.append(work)
-            self._cv.notify_all()
-        work.done.wait()
+        work = self._hand_over(Work(seq, list(tokens), all_logits), self._pending)
         if work.error is not None:
             raise RuntimeError(f"decoding failed: {work.error}") from work.error
         return work.rows
+
+    def _hand_over(self, item, queue: list):
+        """Queue item for the scheduler thread (started if needed) and wait until it is done."""
+        with self._cv:
+            self._ensure_thread()
+            queue.append(item)
+            self._cv.notify_all()
+        item.done.wait()
+        return item
 
     # -- the scheduler thread ------------------------------------------------------------------------------
     def _ensure_thread(self) -> None:
