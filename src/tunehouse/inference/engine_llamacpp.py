@@ -278,31 +278,22 @@ class LlamaCppEngine(SingleSequence):
         """
         self._pick_threads()
         self._activate(adapter)
-        b = self._batch.batch
-        n = 0
-        order = sorted(range(len(batch)), key=lambda k: batch[k][0].seq.slot.index)
-        fillers = self._fill_gaps([batch[k][0].seq.slot.index for k in order])
-        wanted: list[list[int]] = [[] for _ in batch]
-        entries = [(k, batch[k]) for k in order] + [(-1, (slot, pos, 1)) for slot, pos in fillers]
-        entries.sort(key=lambda e: e[1][0] if e[0] < 0 else e[1][0].seq.slot.index)
-        for k, entry in entries:
-            if k < 0:  # a filler: one token on an idle slot, no logits, removed after the decode
-                b.token[n], b.pos[n], b.seq_id[n][0], b.n_seq_id[n], b.logits[n] = 0, entry[1], entry[0], 1, False
-                n += 1
-                continue
-            work, start, count = entry
+        # (slot, token, position, entry index or None for a filler, wants logits), sorted by slot (stable)
+        tokens = []
+        for k, (work, start, count) in enumerate(batch):
             last = start + count == len(work.tokens)
-            rows = []
-            for i in range(count):
-                b.token[n] = work.tokens[start + i]
-                b.pos[n] = work.seq.n_past + i
-                b.seq_id[n][0] = work.seq.slot.index
-                b.n_seq_id[n] = 1
-                b.logits[n] = work.all_logits or (last and i == count - 1)
-                if b.logits[n]:
-                    rows.append(n)
-                n += 1
-            wanted[k] = rows
+            tokens += [(work.seq.slot.index, work.tokens[start + i], work.seq.n_past + i, k,
+                        work.all_logits or (last and i == count - 1)) for i in range(count)]
+        fillers = self._fill_gaps(sorted({t[0] for t in tokens}))
+        tokens += [(slot, 0, pos, None, False) for slot, pos in fillers]
+        tokens.sort(key=lambda t: t[0])
+        b = self._batch.batch
+        wanted: list[list[int]] = [[] for _ in batch]
+        for n, (slot, token, pos, k, logits) in enumerate(tokens):
+            b.token[n], b.pos[n], b.seq_id[n][0], b.n_seq_id[n], b.logits[n] = token, pos, slot, 1, logits
+            if logits:
+                wanted[k].append(n)
+        n = len(tokens)
         b.n_tokens = n
         try:
             rc = self._lib.llama_decode(self._ctx.ctx, b)

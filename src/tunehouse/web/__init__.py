@@ -34,14 +34,11 @@ def install(app: FastAPI) -> None:
     async def forbidden(request: Request, exc: Forbidden):
         return page(request, "error.html", status_code=403, title="Forbidden", message=exc.message)
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound):
+    async def store_error_page(request: Request, exc: NotFound | InvalidRequest):
         if request.url.path.startswith(API_PREFIX + "/"):
             return await api_store_error(request, exc)
-        return page(request, "error.html", status_code=404, title="Not found", message=exc.message)
+        title = "Not found" if isinstance(exc, NotFound) else "Bad request"
+        return page(request, "error.html", status_code=exc.status, title=title, message=exc.message)
 
-    @app.exception_handler(InvalidRequest)
-    async def bad_request(request: Request, exc: InvalidRequest):
-        if request.url.path.startswith(API_PREFIX + "/"):
-            return await api_store_error(request, exc)
-        return page(request, "error.html", status_code=400, title="Bad request", message=exc.message)
+    app.add_exception_handler(NotFound, store_error_page)
+    app.add_exception_handler(InvalidRequest, store_error_page)
