@@ -117,12 +117,13 @@ def run(bs: int | str, lr: float | str, rank: int, args) -> dict:
 
     start = time.perf_counter()
     base_dir, family = model_dir(Settings(data_dir=args.data_dir), "gemma-3-270m")
-    name = f"n{args.examples}-e{args.epochs}-bs{bs}-lr{lr}-r{rank}-{args.precision}"
+    name = f"n{args.examples}-e{args.epochs}-bs{bs}-lr{lr}-r{rank}-{args.precision}" + \
+        (f"-seed{args.seed}" if args.seed else "")
     config = TrainingConfig(base_model="gemma-3-270m", base_model_dir=base_dir, chat_family=family,
                             training_file=train_file, output_dir=args.work / name,
                             batch_size=bs, n_epochs=args.epochs if args.epochs == "auto" else int(args.epochs),
                             learning_rate_multiplier=lr if lr == "auto" else lr / hparams.BASE_LEARNING_RATE,
-                            lora_r=rank, lora_alpha=2 * rank, precision=args.precision, seed=0,
+                            lora_r=rank, lora_alpha=2 * rank, precision=args.precision, seed=args.seed,
                             save_every_seconds=1e9)
     result = train(config, Callbacks())
     seconds = time.perf_counter() - start
@@ -134,6 +135,7 @@ def run(bs: int | str, lr: float | str, rank: int, args) -> dict:
     hp = result.hyperparameters
     out = {"examples": args.examples, "batch_size": hp["batch_size"], "lr": hparams.BASE_LEARNING_RATE *
            hp["learning_rate_multiplier"], "rank": rank, "precision": args.precision, "n_epochs": hp["n_epochs"],
+           "seed": args.seed,
            "steps": len(times), "best_step": result.best_step, "stopped_early": result.stopped_early,
            "train_seconds": round(seconds), "tok_s": round(tok_s, 1),
            "final_train_loss": round(result.metrics[-1]["train_loss"], 4), "valid_loss": round(loss, 4),
@@ -176,6 +178,7 @@ def main() -> None:
                    help="BATCH:LR[:RANK] (BATCH and LR may be auto; RANK 16 when left out, alpha = 2 x rank), run "
                         "in order; auto:auto with --epochs auto is the product's default job")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="train_precision")
+    p.add_argument("--seed", type=int, default=0, help="the training seed (data order, LoRA init)")
     p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("TUNEHOUSE_TEST_CACHE",
                                                                         ROOT / ".cache" / "test-data")))
     p.add_argument("--work", type=Path, default=ROOT / ".cache" / "bench-hparams")

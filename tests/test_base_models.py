@@ -77,3 +77,15 @@ def test_failed_conversion_leaves_no_cache(settings, monkeypatch):
     with pytest.raises(RuntimeError):
         base_models.ensure_gemma_cache(settings)
     assert not base_models.gemma_cache_dir(settings).exists()
+
+
+@pytest.mark.parametrize(("device", "amx", "expected"), [
+    ("cpu", True, torch.bfloat16),  # native bf16 matmuls: the faster path
+    ("cpu", False, torch.float32),  # bf16 would be emulated, i.e. slower: keep pick_device's fp32
+    ("cuda", False, torch.bfloat16),  # pick_device's choice on CUDA, whatever the host CPU
+])
+def test_auto_training_precision_is_bf16_only_where_it_runs_natively(monkeypatch, device, amx, expected):
+    monkeypatch.setattr(base_models, "native_bf16_matmul", lambda: amx)
+    auto_dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    assert base_models.train_dtype("auto", torch.device(device), auto_dtype) == expected
+    assert base_models.train_dtype("fp32", torch.device("cpu"), auto_dtype) == torch.float32

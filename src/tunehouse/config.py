@@ -50,9 +50,9 @@ class Settings(BaseSettings):
     device: Device = Field("auto", description="Training device: `auto` (CUDA with bf16 when present, else CPU fp32),"
                            " `cpu`, `cuda`")
     train_precision: TrainPrecision = Field("auto", description=(
-        "Base weights during training: `auto` (bf16 on CUDA, fp32 on CPU), `fp32`, or `bf16` (also on CPU: "
-        "much faster on CPUs with AMX-BF16, held-out loss within 1% in benchmarks/train_throughput.py; the "
-        "LoRA weights and the loss stay fp32)"))
+        "Base weights during training: `auto` (bf16 on CUDA and on CPUs with AMX, else fp32), `fp32`, or "
+        "`bf16` (on CPUs with AMX-BF16 much faster, held-out loss within 1% in benchmarks/train_throughput.py; "
+        "slow on CPUs without it). The LoRA weights and the loss stay fp32"))
     keep_checkpoints: int = Field(3, description="Epoch checkpoints kept per job (newest)")
     worker_poll_seconds: float = Field(1.0, description="How often an idle worker looks for queued jobs")
     heartbeat_seconds: float = Field(5.0, description="How often a busy worker renews its job's heartbeat")

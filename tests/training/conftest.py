@@ -43,13 +43,17 @@ def write_examples(path: Path, n: int, source: str = "identity_chat.jsonl") -> P
 
 @pytest.fixture
 def make_config(tmp_path, tiny_model_dir):
-    """TrainingConfig factory on the tiny model: 12 identity chats, batch 4, 2 epochs, lr 5e-3 (random-init model)."""
+    """TrainingConfig factory on the tiny model: 12 identity chats, batch 4, 2 epochs, lr 5e-3 (random-init model).
+
+    fp32, not `auto` (bf16 on AMX CPUs): these tests compare runs that must agree to the last digits (resume,
+    two processes vs one, plain peft vs the engine), which only fp32 arithmetic promises. The bf16 path has its
+    own test (test_engine.py), and the worker tests train at the Settings' `auto`."""
     train_file = write_examples(tmp_path / "train.jsonl", 12)
 
     def make(name: str = "job", **overrides) -> TrainingConfig:
         kwargs = dict(base_model=TINY, base_model_dir=tiny_model_dir, chat_family="gemma", training_file=train_file,
                       output_dir=tmp_path / name, n_epochs=2, batch_size=4, learning_rate_multiplier=25.0,
-                      max_length=128, seed=1, device="cpu")
+                      max_length=128, seed=1, device="cpu", precision="fp32")
         kwargs.update(overrides)
         return TrainingConfig(**kwargs)
 

@@ -119,7 +119,7 @@ def test_init_adapter_continues_training(make_config, recwarn):
 def test_auto_hyperparameters_are_resolved(make_config):
     config = make_config(n_epochs="auto", batch_size="auto", learning_rate_multiplier="auto")
     result = train(config, Recorder(act=lambda done: "cancel" if done else "continue"))
-    assert result.hyperparameters == {"n_epochs": 8, "batch_size": 1, "learning_rate_multiplier": 1.0}
+    assert result.hyperparameters == {"n_epochs": 8, "batch_size": 1, "learning_rate_multiplier": 2.5}
 
 
 def test_a_base_model_dir_that_is_no_model_is_a_clear_error(make_config, tmp_path):
@@ -152,7 +152,9 @@ def test_bf16_precision_trains_fp32_lora_on_a_bf16_base(make_config):
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.3
     weights = load_file(str(result.adapter_dir / "adapter_model.safetensors"))
     assert {t.dtype for t in weights.values()} == {torch.float32}
-    assert json.loads((result.adapter_dir / "training_config.json").read_text())["precision"] == "bf16"
+    saved = json.loads((result.adapter_dir / "training_config.json").read_text())
+    assert (saved["precision"], saved["base_dtype"]) == ("bf16", "bfloat16")
+    assert any("base weights in bfloat16" in m for _, m, _ in rec.events)
 
 
 def test_an_unknown_training_precision_is_a_clear_error(make_config):

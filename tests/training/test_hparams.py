@@ -8,9 +8,10 @@ from tunehouse.training import hparams
 
 
 @pytest.mark.parametrize(
-    ("n", "epochs"), [(10, 10), (30, 3), (34, 3), (1000, 3), (8333, 3), (8334, 2), (10000, 2), (2, 25)]
+    ("n", "epochs"), [(10, 10), (30, 3), (34, 3), (300, 3), (666, 3), (667, 2), (1000, 2), (1001, 1), (10000, 1),
+                      (2, 25)]
 )
-def test_auto_epochs_follow_the_cookbook_rule(n, epochs):
+def test_auto_epochs_follow_the_cookbook_rule_with_the_measured_upper_target(n, epochs):
     assert hparams.auto_n_epochs(n) == epochs
 
 
@@ -19,9 +20,12 @@ def test_auto_batch_size(n, bs):
     assert hparams.auto_batch_size(n) == bs
 
 
-def test_auto_learning_rate_is_the_calibrated_base():
+def test_auto_learning_rate_is_the_sweeps_best_on_the_calibrated_base():
+    # The base rate stays what explicit multipliers are multiples of; auto is 5e-4 at every batch size.
     assert hparams.BASE_LEARNING_RATE == 2e-4
-    assert hparams.auto_learning_rate_multiplier(1) == hparams.auto_learning_rate_multiplier(32) == 1.0
+    assert hparams.auto_learning_rate_multiplier(1) == hparams.auto_learning_rate_multiplier(32) == 2.5
+    hp = hparams.resolve_hyperparameters(1000, "auto", "auto", "auto")
+    assert hp == {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 2.5}
 
 
 def test_explicit_values_are_kept_and_batch_clamped_to_the_data():
@@ -49,5 +53,5 @@ def test_dpo_auto_adds_beta_and_its_own_rate_supervised_keeps_its_own():
                    "beta": hparams.DPO_BETA}
     assert hparams.DPO_LEARNING_RATE_MULTIPLIER < 1  # the sweep: the SFT rate pushes preferred answers down
     sft = hparams.resolve_hyperparameters(66, "auto", "auto", "auto")
-    assert "beta" not in sft and sft["learning_rate_multiplier"] == 1.0
+    assert "beta" not in sft and sft["learning_rate_multiplier"] == hparams.AUTO_LEARNING_RATE_MULTIPLIER
     assert hparams.resolve_hyperparameters(66, 1, 2, 0.1, method="dpo", beta=2)["beta"] == 2

@@ -240,7 +240,7 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
     interval = hparams.eval_interval(steps_per_epoch, len(train_set), len(valid_set)) \
         if plan["early_stopping"] else 0
     resolved.update(eval_interval=interval, patience=hparams.PATIENCE if interval else None,
-                    validation_holdout=plan["holdout_examples"])
+                    validation_holdout=plan["holdout_examples"], base_dtype=str(dtype).removeprefix("torch."))
     if distributed.is_main():
         (out_dir / CONFIG_FILE).write_text(json.dumps(resolved, indent=2), encoding="utf-8")
     return Run(config, callbacks, model, optimizer, params, device, pad_id, train_set, valid_set, objective,
@@ -285,7 +285,8 @@ def _restore(run: Run) -> Progress:
             else f"{len(run.train_set)} examples"
         run.callbacks.on_event(
             "info", f"Training {what}: {run.hp['n_epochs']} epochs x {run.steps_per_epoch} "
-            f"steps, batch size {bs}, learning rate {run.peak_lr:.2e}", dict(run.hp, total_steps=run.total_steps))
+            f"steps, batch size {bs}, learning rate {run.peak_lr:.2e}, base weights in {run.resolved['base_dtype']}",
+            dict(run.hp, total_steps=run.total_steps, base_dtype=run.resolved["base_dtype"]))
         _announce_validation(run)
         return Progress(hyperparameters=run.hp)
     if saved.get("hyperparameters") != run.hp:

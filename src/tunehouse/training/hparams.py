@@ -1,15 +1,16 @@
 """The `auto` hyperparameter rules: n_epochs, batch_size, learning_rate_multiplier -> concrete values.
 
-- n_epochs: the OpenAI cookbook rule, from tunehouse.data.estimates (one copy, so `tunehouse validate`'s
-  estimates and training agree): 3 epochs; min(25, 100 // n) for small files, max(1, 25000 // n) for large.
-- batch_size: about 1% of the examples, rounded down to a power of two, within 1..32: 8 at 1000 examples,
-  the calibration's size (DEVELOPERS.md: r16, lr 2e-4, batch 8, 1000 wikisql x 3 epochs -> 40% exact match).
+- n_epochs: the OpenAI cookbook rule with a lower upper target, from tunehouse.data.estimates (one copy, so
+  `tunehouse validate`'s estimates and training agree): 3 epochs; min(25, 100 // n) for small files,
+  max(1, 2000 // n) for large (the cookbook: 25000 // n); 1000 examples -> 2.
+- batch_size: about 1% of the examples, rounded down to a power of two, within 1..32: 8 at 1000 examples
+  (at 300 chats batch 4 matched 8 and 16 had too few steps; docs/training.md).
   On CPU the time per token barely depends on the batch (every token is processed either way), so the batch
   only trades optimizer steps against gradient noise: small data gets small batches and so enough steps to
   learn (30 identity chats -> batch 1; tests/training/test_gemma_identity.py learns the identity so).
-- learning rate: BASE_LEARNING_RATE (2e-4, the calibration's measured value) x multiplier; auto multiplier 1.
-  benchmarks/train_hparams.py sweeps (batch, lr) against held-out loss and exact match; see docs/training.md
-  for what has been measured so far.
+- learning rate: BASE_LEARNING_RATE (2e-4, the calibration's value; explicit multipliers keep meaning what they
+  meant) x multiplier; the auto multiplier is AUTO_LEARNING_RATE_MULTIPLIER (2.5: 5e-4), the sweep's best rate
+  (benchmarks/train_hparams.py; the table in docs/training.md, "`auto` hyperparameters").
 - validation-driven `auto` (docs/training.md): with `n_epochs: auto` and validation data (the job's file, or a
   held-out slice, tunehouse.data.holdout) the auto epochs are an upper bound: a full validation pass every
   eval_interval steps (EVALS_PER_EPOCH times per epoch at most, and at each epoch end), the best adapter kept,
@@ -23,6 +24,7 @@ import math
 from tunehouse.data import estimates
 
 BASE_LEARNING_RATE = 2e-4
+AUTO_LEARNING_RATE_MULTIPLIER = 2.5  # 5e-4: the sweep's best rate at 300 and 1000 WikiSQL chats (docs/training.md)
 WARMUP_FRACTION = 0.05
 MAX_GRAD_NORM = 1.0
 WEIGHT_DECAY = 0.0
@@ -47,8 +49,8 @@ def auto_batch_size(n_examples: int) -> int:
 
 
 def auto_learning_rate_multiplier(batch_size: int) -> float:
-    """1 at every batch size: the measured base rate; no unmeasured scaling rule on top."""
-    return 1.0
+    """The same at every batch size: 5e-4 was best at batch 2 and 8 alike; no unmeasured scaling rule on top."""
+    return AUTO_LEARNING_RATE_MULTIPLIER
 
 
 def resolve_hyperparameters(n_examples: int, n_epochs, batch_size, learning_rate_multiplier,
