@@ -37,7 +37,13 @@ def run_job(client: OpenAI, path: str, hyperparameters: dict, seed: int | None) 
     while job.status not in ("succeeded", "failed", "cancelled"):
         time.sleep(5)
         job = client.fine_tuning.jobs.retrieve(job.id)
-    messages = [e.message for e in reversed(list(client.fine_tuning.jobs.list_events(job.id, limit=10_000)))]
+    return summarize(client, job.id, hyperparameters)
+
+
+def summarize(client: OpenAI, job_id: str, hyperparameters: dict) -> dict:
+    job = client.fine_tuning.jobs.retrieve(job_id)
+    # 1000 is the API's page limit; iterating the page fetches the rest
+    messages = [e.message for e in reversed(list(client.fine_tuning.jobs.list_events(job.id, limit=1000)))]
     curve = [(int(m[1]), float(m[2])) for m in map(FULL_VALID.match, messages) if m]
     kept = [int(m[1]) for m in map(KEPT.match, messages) if m]
     return {"job": job.id, "status": job.status, "given": hyperparameters, "seed": job.seed,
