@@ -122,7 +122,8 @@ def cpu_threads() -> int:
 def pick_device(pref: str = "auto"):
     """(device, dtype): CUDA with bf16 when available (and asked for), else CPU fp32 using every core.
 
-    fp32 on CPU on purpose: on AVX2 CPUs without native bf16, bf16 matmuls fall back to a slow scalar path.
+    fp32 on CPU on purpose: on AVX2 CPUs without native bf16, bf16 matmuls fall back to a slow scalar path
+    (training's `auto` precision switches the frozen base to bf16 where it is native: train_dtype).
     """
     import torch
 
@@ -147,8 +148,8 @@ def native_bf16_matmul() -> bool:
 
 def train_dtype(precision: str, device, auto_dtype):
     """The frozen base's dtype for training. `auto`: pick_device's choice on CUDA (bf16); on a CPU, bf16 where
-    matmuls run natively in bf16 (AMX: ~4x the fp32 rate; 1.35x the training throughput at the same loss within
-    1%, and the sweep's quality rows were trained so; docs/training.md), else fp32."""
+    matmuls run natively in bf16 (faster at the same loss within 1%; the `auto` sweep was trained so:
+    docs/training.md), else pick_device's fp32."""
     import torch
 
     if precision not in ("auto", "fp32", "bf16"):
