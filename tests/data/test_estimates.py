@@ -76,8 +76,10 @@ def test_size_guidance(n, statuses):
 
 
 def test_auto_estimate_says_when_it_stops_early_and_what_it_holds_out():
-    held = estimate_training(1000, 100_000, 20_000)
-    assert (held["early_stopping"], held["holdout_examples"], held["n_epochs"]) == (True, 50, 2)
+    held = estimate_training(600, 60_000, 12_000)
+    assert (held["early_stopping"], held["holdout_examples"], held["n_epochs"]) == (True, 30, 3)
+    large = estimate_training(1000, 100_000, 20_000)
+    assert (large["early_stopping"], large["holdout_examples"], large["n_epochs"]) == (False, 0, 2)
     with_file = estimate_training(1000, 100_000, 20_000, has_validation_file=True)
     assert (with_file["early_stopping"], with_file["holdout_examples"]) == (True, 0)
     small = estimate_training(50, 1000, 200)
@@ -87,8 +89,9 @@ def test_auto_estimate_says_when_it_stops_early_and_what_it_holds_out():
 
 
 def test_auto_epochs_follow_the_examples_left_after_the_holdout():
-    # 700 examples: 2 epochs (2000 // 700); the 35 held out leave 665, which get 3.
-    assert auto_n_epochs(700) == 2 and estimate_training(700, 10, 5)["n_epochs"] == auto_n_epochs(665) == 3
+    # 666 examples: 3 epochs, so 33 are held out and the 633 left get 3; 667 get 2 epochs and keep every example.
+    assert estimate_training(666, 10, 5)["n_epochs"] == auto_n_epochs(633) == 3
+    assert auto_n_epochs(667) == 2 and estimate_training(667, 10, 5)["holdout_examples"] == 0
 
 
 @pytest.mark.parametrize(("n", "epochs", "warns"), [(1000, 2, False), (1000, 3, True), (30, 3, False),

@@ -7,8 +7,8 @@ import pytest
 from tunehouse.data.holdout import holdout_indices, holdout_size, validation_plan
 
 
-@pytest.mark.parametrize(("n", "k"), [(199, 0), (200, 10), (1000, 50), (2000, 100), (50_000, 100)])
-def test_holdout_is_5_percent_between_10_and_100_from_200_examples(n, k):
+@pytest.mark.parametrize(("n", "k"), [(199, 0), (200, 10), (300, 15), (666, 33)])
+def test_holdout_is_5_percent_and_at_least_10_from_200_examples(n, k):
     assert holdout_size(n) == k
 
 
@@ -20,17 +20,22 @@ def test_holdout_indices_are_seeded_and_sorted():
 
 
 def test_explicit_epochs_are_never_validation_driven():
-    assert validation_plan(1000, False, True, "supervised") == {"early_stopping": False, "holdout_examples": 0}
+    assert validation_plan(1000, False, True, "supervised", 2) == {"early_stopping": False, "holdout_examples": 0}
 
 
 def test_dpo_is_never_validation_driven():
-    assert validation_plan(1000, True, True, "dpo") == {"early_stopping": False, "holdout_examples": 0}
+    assert validation_plan(1000, True, True, "dpo", 2) == {"early_stopping": False, "holdout_examples": 0}
 
 
 def test_a_validation_file_drives_auto_without_holdout():
-    assert validation_plan(20, True, True, "supervised") == {"early_stopping": True, "holdout_examples": 0}
+    assert validation_plan(20, True, True, "supervised", 5) == {"early_stopping": True, "holdout_examples": 0}
 
 
-def test_without_a_validation_file_auto_holds_out_only_from_large_files():
-    assert validation_plan(1000, True, False, "supervised") == {"early_stopping": True, "holdout_examples": 50}
-    assert validation_plan(150, True, False, "supervised") == {"early_stopping": False, "holdout_examples": 0}
+def test_without_a_validation_file_auto_holds_out_only_from_files_of_200_examples_or_more():
+    assert validation_plan(600, True, False, "supervised", 3) == {"early_stopping": True, "holdout_examples": 30}
+    assert validation_plan(150, True, False, "supervised", 3) == {"early_stopping": False, "holdout_examples": 0}
+
+
+def test_without_a_validation_file_auto_holds_out_only_when_it_runs_3_epochs_or_more():
+    assert validation_plan(1000, True, False, "supervised", 2) == {"early_stopping": False, "holdout_examples": 0}
+    assert validation_plan(1000, True, True, "supervised", 2) == {"early_stopping": True, "holdout_examples": 0}

@@ -108,6 +108,17 @@ def test_a_large_file_without_validation_file_holds_out_a_seeded_slice(make_conf
     assert result.best_step is not None and _full(rec)  # validated on the held-out 10
 
 
+def test_a_file_with_fewer_than_3_auto_epochs_trains_on_every_example_without_validation(make_config, tmp_path):
+    line = (FIXTURES / "identity_chat.jsonl").read_text(encoding="utf-8").splitlines()[0]
+    train_file = tmp_path / "larger.jsonl"
+    train_file.write_text((line + "\n") * 700, encoding="utf-8")  # auto: 2 epochs (2000 // 700)
+    rec = Recorder()
+    result = train(make_config(n_epochs="auto", batch_size=64, training_file=train_file, max_length=64), rec)
+    assert not any("holding out" in m or "n_epochs auto" in m for _, m, _ in rec.events)
+    assert rec.metrics[0]["total_steps"] == 2 * 11  # all 700 examples: batch 64 -> 11 steps, 2 epochs
+    assert result.best_step is None and not _full(rec)
+
+
 def test_early_stopping_survives_a_pause_and_resume(make_config, tmp_path):
     valid = _valid(tmp_path)
     reference = Recorder()

@@ -108,7 +108,8 @@ def estimate_training(n_examples: int, tokens_per_epoch: int, supervised_tokens_
     are upper bounds) and `holdout_examples` how many examples it holds out without a validation file (the
     epochs follow the rest, as in training; the token counts still include them).
     """
-    plan = holdout.validation_plan(n_examples, n_epochs is None, has_validation_file, method)
+    plan = holdout.validation_plan(n_examples, n_epochs is None, has_validation_file, method,
+                                   auto_n_epochs(n_examples) if n_examples else 0)
     if n_epochs is None:
         n_train = n_examples - plan["holdout_examples"]
         n_epochs = auto_n_epochs(n_train) if n_train else 0

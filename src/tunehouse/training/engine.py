@@ -5,9 +5,10 @@ Steps: `_prepare` (load, encode, resolve "auto", wrap LoRA) -> `_restore` (resum
 final adapter.
 
 Validation-driven `auto` (SFT with `n_epochs: auto` and validation data: the job's file, or a held-out slice of
-the training file, tunehouse.data.holdout): the auto epochs are an upper bound; a full validation pass runs every
-`eval_interval` steps too, the best adapter so far is kept in output_dir/best/, training stops after
-hparams.PATIENCE evaluations without improvement, and the final adapter is the best one. The best loss, its step
+the training file when its auto epochs are 3 or more, tunehouse.data.holdout): the auto epochs are an upper
+bound; a full validation pass runs every `eval_interval` steps too, the best adapter so far is kept in
+output_dir/best/, training stops after hparams.PATIENCE evaluations without improvement, and the final adapter
+is the best one. The best loss, its step
 and the patience counter are part of Progress, so a resumed run stops where the uninterrupted one would.
 
 One optimizer step = one batch of `batch_size` examples, split into padded micro-batches within a token budget
@@ -216,7 +217,8 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
 
     train_set = read(Path(config.training_file))
     valid_set = read(Path(config.validation_file)) if config.validation_file else []
-    plan = holdout.validation_plan(len(train_set), config.n_epochs == "auto", bool(valid_set), config.method)
+    plan = holdout.validation_plan(len(train_set), config.n_epochs == "auto", bool(valid_set), config.method,
+                                   hparams.auto_n_epochs(len(train_set)) if train_set else 0)
     if plan["holdout_examples"]:
         picked = set(holdout.holdout_indices(len(train_set), config.seed))
         valid_set = [e for i, e in enumerate(train_set) if i in picked]

@@ -12,9 +12,10 @@
   meant) x multiplier; the auto multiplier is AUTO_LEARNING_RATE_MULTIPLIER (2.5: 5e-4), the sweep's best rate
   (benchmarks/train_hparams.py; the table in docs/training.md, "`auto` hyperparameters").
 - validation-driven `auto` (docs/training.md): with `n_epochs: auto` and validation data (the job's file, or a
-  held-out slice, tunehouse.data.holdout) the auto epochs are an upper bound: a full validation pass every
-  eval_interval steps (EVALS_PER_EPOCH times per epoch at most, and at each epoch end), the best adapter kept,
-  and a stop after PATIENCE evaluations without a MIN_RELATIVE_IMPROVEMENT gain.
+  held-out slice when the auto epochs are 3 or more, tunehouse.data.holdout) the auto epochs are an upper
+  bound: a full validation pass every eval_interval steps (EVALS_PER_EPOCH times per epoch at most, and at
+  each epoch end), the best adapter kept, and a stop after PATIENCE evaluations without a
+  MIN_RELATIVE_IMPROVEMENT gain.
 """
 
 from __future__ import annotations
