@@ -20,22 +20,22 @@ def test_holdout_indices_are_seeded_and_sorted():
 
 
 def test_explicit_epochs_are_never_validation_driven():
-    assert validation_plan(1000, False, True, "supervised", 2) == {"early_stopping": False, "holdout_examples": 0}
+    assert validation_plan(1000, False, True, "supervised") == {"early_stopping": False, "holdout_examples": 0}
 
 
 def test_dpo_is_never_validation_driven():
-    assert validation_plan(1000, True, True, "dpo", 2) == {"early_stopping": False, "holdout_examples": 0}
+    assert validation_plan(1000, True, True, "dpo") == {"early_stopping": False, "holdout_examples": 0}
 
 
 def test_a_validation_file_drives_auto_without_holdout():
-    assert validation_plan(20, True, True, "supervised", 5) == {"early_stopping": True, "holdout_examples": 0}
+    assert validation_plan(20, True, True, "supervised") == {"early_stopping": True, "holdout_examples": 0}
 
 
 def test_without_a_validation_file_auto_holds_out_only_from_files_of_200_examples_or_more():
-    assert validation_plan(600, True, False, "supervised", 3) == {"early_stopping": True, "holdout_examples": 30}
-    assert validation_plan(150, True, False, "supervised", 3) == {"early_stopping": False, "holdout_examples": 0}
+    assert validation_plan(600, True, False, "supervised") == {"early_stopping": True, "holdout_examples": 30}
+    assert validation_plan(150, True, False, "supervised") == {"early_stopping": False, "holdout_examples": 0}
 
 
 def test_without_a_validation_file_auto_holds_out_only_when_it_runs_3_epochs_or_more():
-    assert validation_plan(1000, True, False, "supervised", 2) == {"early_stopping": False, "holdout_examples": 0}
-    assert validation_plan(1000, True, True, "supervised", 2) == {"early_stopping": True, "holdout_examples": 0}
+    assert validation_plan(1000, True, False, "supervised") == {"early_stopping": False, "holdout_examples": 0}
+    assert validation_plan(1000, True, True, "supervised") == {"early_stopping": True, "holdout_examples": 0}

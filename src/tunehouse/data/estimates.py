@@ -1,10 +1,7 @@
 """Estimates before training: auto epochs, tokens, wall-clock time on this machine, OpenAI's price, size guidance.
 
-`auto_n_epochs` is OpenAI's rule from the cookbook ("Data preparation and analysis for chat model
-fine-tuning") with its upper target measured here (2,000 examples seen instead of 25,000), and is what the
-training engine resolves `n_epochs="auto"` to: the epoch count, or with
-validation data (tunehouse.data.holdout) the most epochs, as training then stops when validation loss stops
-improving. `overfit_risk` warns when an explicit epoch count goes past that rule. Throughput and prices come
+The epochs follow `auto_n_epochs` (tunehouse.data.epochs, the rule the training engine resolves
+`n_epochs="auto"` to). `overfit_risk` warns when an explicit epoch count goes past that rule. Throughput and prices come
 from two data files in tunehouse/resources (one place each, dated and sourced), never from code.
 """
 
@@ -15,12 +12,7 @@ from functools import cache
 from importlib.resources import files
 
 from tunehouse.data import holdout
-
-TARGET_EPOCHS = 3
-MIN_TARGET_EXAMPLES = 100
-MAX_TARGET_EXAMPLES = 2_000  # the cookbook's 25,000, lowered: see auto_n_epochs
-MIN_DEFAULT_EPOCHS = 1
-MAX_DEFAULT_EPOCHS = 25
+from tunehouse.data.epochs import auto_n_epochs
 
 # Data-size guidance (examples needed per goal): (goal, what it means, minimum, recommended, recommended text).
 SIZE_GUIDANCE = (
@@ -29,20 +21,6 @@ SIZE_GUIDANCE = (
     ("domain", "domain knowledge or a new task", 500, 1000, "1000+"),
     ("complex", "complex reasoning or behaviour", 1000, 5000, "5000+"),
 )
-
-
-def auto_n_epochs(n_examples: int) -> int:
-    """OpenAI's default epochs: 3, raised for small files (to ~100 examples seen) and lowered for large ones (to
-    ~2,000 examples seen; the cookbook says 25,000). Why 2,000: on 1000 WikiSQL chats the third epoch never
-    helped, at either learning rate (docs/training.md, "`auto` hyperparameters"), while on 300 it still did."""
-    if n_examples < 1:
-        raise ValueError("auto_n_epochs needs at least one example")
-    n_epochs = TARGET_EPOCHS
-    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
-        n_epochs = min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
-    elif n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
-        n_epochs = max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
-    return n_epochs
 
 
 def overfit_risk(n_examples: int, n_epochs: int) -> str | None:
@@ -108,8 +86,7 @@ def estimate_training(n_examples: int, tokens_per_epoch: int, supervised_tokens_
     are upper bounds) and `holdout_examples` how many examples it holds out without a validation file (the
     epochs follow the rest, as in training; the token counts still include them).
     """
-    plan = holdout.validation_plan(n_examples, n_epochs is None, has_validation_file, method,
-                                   auto_n_epochs(n_examples) if n_examples else 0)
+    plan = holdout.validation_plan(n_examples, n_epochs is None, has_validation_file, method)
     if n_epochs is None:
         n_train = n_examples - plan["holdout_examples"]
         n_epochs = auto_n_epochs(n_train) if n_train else 0

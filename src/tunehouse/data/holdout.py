@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import random
 
+from tunehouse.data.epochs import auto_n_epochs
+
 MIN_EXAMPLES_FOR_HOLDOUT = 200
 HOLDOUT_FRACTION = 0.05
 MIN_HOLDOUT = 10
@@ -35,14 +37,14 @@ def holdout_indices(n_examples: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(range(n_examples), holdout_size(n_examples)))
 
 
-def validation_plan(n_examples: int, auto_epochs: bool, has_validation_file: bool, method: str,
-                    max_epochs: int) -> dict:
+def validation_plan(n_examples: int, auto_epochs: bool, has_validation_file: bool, method: str) -> dict:
     """{"early_stopping": bool, "holdout_examples": int}: whether training is validation-driven (best checkpoint,
-    early stop) and how many training examples it holds out for that. `max_epochs`: the `auto` epochs of all
-    n_examples (estimates.auto_n_epochs)."""
+    early stop) and how many training examples it holds out for that."""
     if not auto_epochs or method != "supervised":
         return {"early_stopping": False, "holdout_examples": 0}
     if has_validation_file:
         return {"early_stopping": True, "holdout_examples": 0}
-    k = holdout_size(n_examples) if max_epochs >= MIN_EPOCHS_FOR_HOLDOUT else 0
+    k = holdout_size(n_examples)
+    if k and auto_n_epochs(n_examples) < MIN_EPOCHS_FOR_HOLDOUT:
+        k = 0
     return {"early_stopping": k > 0, "holdout_examples": k}

@@ -217,8 +217,7 @@ def _prepare(config: TrainingConfig, callbacks: TrainingCallbacks) -> Run:
 
     train_set = read(Path(config.training_file))
     valid_set = read(Path(config.validation_file)) if config.validation_file else []
-    plan = holdout.validation_plan(len(train_set), config.n_epochs == "auto", bool(valid_set), config.method,
-                                   hparams.auto_n_epochs(len(train_set)) if train_set else 0)
+    plan = holdout.validation_plan(len(train_set), config.n_epochs == "auto", bool(valid_set), config.method)
     if plan["holdout_examples"]:
         picked = set(holdout.holdout_indices(len(train_set), config.seed))
         valid_set = [e for i, e in enumerate(train_set) if i in picked]

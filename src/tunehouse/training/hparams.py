@@ -1,6 +1,6 @@
 """The `auto` hyperparameter rules: n_epochs, batch_size, learning_rate_multiplier -> concrete values.
 
-- n_epochs: the OpenAI cookbook rule with a lower upper target, from tunehouse.data.estimates (one copy, so
+- n_epochs: the OpenAI cookbook rule with a lower upper target, from tunehouse.data.epochs (one copy, so
   `tunehouse validate`'s estimates and training agree): 3 epochs; min(25, 100 // n) for small files,
   max(1, 2000 // n) for large (the cookbook: 25000 // n); 1000 examples -> 2.
 - batch_size: about 1% of the examples, rounded down to a power of two, within 1..32: 8 at 1000 examples
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from tunehouse.data import estimates
+from tunehouse.data import epochs
 
 BASE_LEARNING_RATE = 2e-4
 AUTO_LEARNING_RATE_MULTIPLIER = 2.5  # 5e-4: the sweep's best rate at 300 and 1000 WikiSQL chats (docs/training.md)
@@ -41,7 +41,7 @@ MIN_RELATIVE_IMPROVEMENT = 0.01  # an improvement under 1% of the loss does not 
 
 
 def auto_n_epochs(n_examples: int) -> int:
-    return estimates.auto_n_epochs(n_examples)
+    return epochs.auto_n_epochs(n_examples)
 
 
 def auto_batch_size(n_examples: int) -> int:
